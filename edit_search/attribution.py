@@ -1,0 +1,199 @@
+"""Attribution maps from captum, behind one function, cached per (method, target).
+
+Every map is a (28, 28) float tensor: large positive values mark pixels that push the chosen
+output up. Targets are ``true`` (the true-class logit), ``predicted`` (the logit of the class
+the model predicts for the unedited image) and ``margin`` (true logit minus the best other
+logit, the quantity the search maximizes).
+
+Integrated gradients against a black baseline gives every black pixel exactly zero, so it can
+only tell where to remove ink; ``integrated_gradients_white`` and ``occlusion_white`` measure
+against a white baseline and rank the background pixels where ink could be added.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from captum.attr import (
+    DeepLift,
+    GradientShap,
+    InputXGradient,
+    IntegratedGradients,
+    LayerAttribution,
+    LayerGradCam,
+    Occlusion,
+    Saliency,
+)
+from torch import nn
+
+from edit_search.errors import InputError
+
+METHODS = (
+    "integrated_gradients",
+    "integrated_gradients_white",
+    "saliency",
+    "occlusion",
+    "occlusion_white",
+    "grad_cam",
+    "gradient_shap",
+    "deeplift",
+    "input_x_gradient",
+)
+TARGETS = ("true", "predicted", "margin")
+
+
+class _MarginOutput(nn.Module):
+    """Wraps a classifier so its only output is the margin of one class, shape (B, 1)."""
+
+    def __init__(self, model: nn.Module, label: int) -> None:
+        super().__init__()
+        self.model = model
+        self.label = label
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.model(images)  # (B, C)
+        others = logits.clone()
+        others[:, self.label] = float("-inf")
+        return (logits[:, self.label] - others.max(dim=1).values)[:, None]  # (B, 1)
+
+
+def last_conv(model: nn.Module) -> nn.Module:
+    """The last 2-D convolution of a model, the layer Grad-CAM looks at."""
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise InputError("Grad-CAM needs a model with a Conv2d layer; choose another method.")
+    return convs[-1]
+
+
+def attribute(
+    model: nn.Module,
+    image: torch.Tensor,
+    method: str,
+    target: str,
+    *,
+    label: int,
+    predicted: int,
+) -> torch.Tensor:
+    """One attribution map.
+
+    Args:
+        model: a classifier taking images in [0, 1], shape (B, 1, 28, 28), in eval mode.
+        image: the image, shape (1, 1, 28, 28), values in [0, 1].
+        method: one of ``METHODS``.
+        target: one of ``TARGETS``.
+        label: the true class.
+        predicted: the class the model predicts for ``image``.
+
+    Returns:
+        The map, shape (28, 28), float32, on the image's device.
+    """
+    if method not in METHODS:
+        raise InputError(
+            f"unknown attribution method {method!r}; choose from {', '.join(METHODS)}."
+        )
+    if target not in TARGETS:
+        raise InputError(
+            f"unknown attribution target {target!r}; choose from {', '.join(TARGETS)}."
+        )
+
+    forward: nn.Module = model
+    class_index: int | None = {"true": label, "predicted": predicted}.get(target)
+    if target == "margin":
+        forward, class_index = _MarginOutput(model, label), 0
+    black = torch.zeros_like(image)
+    white = torch.ones_like(image)
+    inputs = image.detach().clone().requires_grad_(True)
+
+    compute: dict[str, Callable[[], torch.Tensor]] = {
+        "integrated_gradients": lambda: IntegratedGradients(forward).attribute(
+            inputs, baselines=black, target=class_index, n_steps=32
+        ),
+        "integrated_gradients_white": lambda: IntegratedGradients(forward).attribute(
+            inputs, baselines=white, target=class_index, n_steps=32
+        ),
+        "saliency": lambda: Saliency(forward).attribute(inputs, target=class_index, abs=False),
+        # A one-pixel window scores exactly what changing that one pixel does; captum reports
+        # f(x) - f(x with the pixel set to the baseline), so the sign is flipped to read as gain.
+        "occlusion": lambda: (
+            -Occlusion(forward).attribute(
+                inputs,
+                sliding_window_shapes=(1, 1, 1),
+                baselines=0.0,
+                target=class_index,
+                perturbations_per_eval=784,
+            )
+        ),
+        "occlusion_white": lambda: (
+            -Occlusion(forward).attribute(
+                inputs,
+                sliding_window_shapes=(1, 1, 1),
+                baselines=1.0,
+                target=class_index,
+                perturbations_per_eval=784,
+            )
+        ),
+        "grad_cam": lambda: LayerAttribution.interpolate(
+            LayerGradCam(forward, last_conv(model)).attribute(inputs, target=class_index),
+            (28, 28),
+            interpolate_mode="bilinear",
+        ),
+        "gradient_shap": lambda: _seeded(
+            lambda: GradientShap(forward).attribute(
+                inputs,
+                baselines=torch.cat([black, white]),
+                target=class_index,
+                n_samples=32,
+                stdevs=0.05,
+            )
+        ),
+        "deeplift": lambda: _quiet(
+            lambda: DeepLift(forward).attribute(inputs, baselines=black, target=class_index)
+        ),
+        "input_x_gradient": lambda: InputXGradient(forward).attribute(inputs, target=class_index),
+    }
+    with torch.enable_grad():
+        attributions = compute[method]()
+    return attributions.detach().reshape(28, 28).to(torch.float32)
+
+
+def _quiet(fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """Run a method without captum's notice that it hooks activations for the call."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting forward, backward hooks")
+        return fn()
+
+
+def _seeded(fn: Callable[[], torch.Tensor], seed: int = 0) -> torch.Tensor:
+    """Run a sampling method with a fixed seed, leaving the global generators as they were."""
+    # captum draws baselines with numpy and noise with torch: fix both.
+    state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+            return fn()
+    finally:
+        np.random.set_state(state)
+
+
+class AttributionCache:
+    """Computes each (method, target) map of one image once and hands it to every trial."""
+
+    def __init__(self, model: nn.Module, image: torch.Tensor, label: int, predicted: int) -> None:
+        self.model = model
+        self.image = image
+        self.label = label
+        self.predicted = predicted
+        self._maps: dict[tuple[str, str], torch.Tensor] = {}
+
+    def get(self, method: str, target: str) -> torch.Tensor:
+        """The (28, 28) map of ``method`` for ``target``."""
+        key = (method, target)
+        if key not in self._maps:
+            self._maps[key] = attribute(
+                self.model, self.image, method, target, label=self.label, predicted=self.predicted
+            )
+        return self._maps[key]

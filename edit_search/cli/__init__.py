@@ -1,0 +1,20 @@
+"""The ``edit-search`` command line: parse, call the library, print with rich."""
+
+from __future__ import annotations
+
+import click
+
+from edit_search import __version__
+from edit_search.cli._common import configure_logging
+from edit_search.cli.run import run
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edit-search")
+@click.option("--debug", is_flag=True, help="Show debug logs and full tracebacks.")
+def main(debug: bool) -> None:
+    """Find the smallest attribution-guided pixel edit that makes a classifier right."""
+    configure_logging(debug)
+
+
+main.add_command(run)

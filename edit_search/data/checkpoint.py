@@ -1,0 +1,171 @@
+"""Checkpoints: loading a SmallCNN state_dict (or a user's architecture) with its transform."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edit_search.data.model import Classifier, SmallCNN, Transform
+from edit_search.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_CHECKPOINT = WEIGHTS_DIR / "smallcnn.pt"
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cpu`` or ``cuda`` as asked.
+
+    Raises:
+        InputError: CUDA was asked for on a machine without it, or the name is unknown.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for, but no CUDA device is available; use cpu.")
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"--device must be auto, cpu or cuda; received {device!r}.")
+    return torch.device(device)
+
+
+def read_transform(checkpoint: Path) -> Transform:
+    """The input transform recorded beside a checkpoint (``NAME.json``), else MNIST's."""
+    card = checkpoint.with_suffix(".json")
+    if not card.exists():
+        return Transform()
+    try:
+        recorded = json.loads(card.read_text())["transform"]
+        return Transform(mean=float(recorded["mean"]), std=float(recorded["std"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(
+            f"{card.name!r} beside the checkpoint has no valid 'transform' "
+            f"({{'mean': ..., 'std': ...}}): {exc}; fix or remove it."
+        ) from None
+
+
+def _state_dict_of(payload: Any, path: Path) -> dict[str, torch.Tensor]:
+    """Unwrap ``{"state_dict": ...}`` nesting and ``module.`` prefixes."""
+    if isinstance(payload, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if key in payload and isinstance(payload[key], dict):
+                payload = payload[key]
+                break
+    if isinstance(payload, nn.Module):
+        payload = payload.state_dict()
+    if not isinstance(payload, dict) or not all(
+        isinstance(v, torch.Tensor) for v in payload.values()
+    ):
+        raise InputError(
+            f"{path.name!r} holds no state_dict (found {type(payload).__name__}); "
+            "save the model with torch.save(model.state_dict(), PATH)."
+        )
+    if payload and all(k.startswith("module.") for k in payload):
+        payload = {k.removeprefix("module."): v for k, v in payload.items()}
+    return payload
+
+
+def _load_arch(arch: str | None) -> nn.Module:
+    if arch is None or arch == "SmallCNN":
+        return SmallCNN()
+    module_name, _, class_name = arch.partition(":")
+    if not class_name:
+        raise InputError(f"--arch must look like 'package.module:ClassName'; received {arch!r}.")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise InputError(f"cannot import --arch {arch!r} ({exc}); check the name.") from None
+    return cls()
+
+
+def _check_keys(net: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    misshaped = sorted(
+        f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state)
+        if state[k].shape != expected[k].shape
+    )
+    if missing or unexpected or misshaped:
+        parts = [
+            f"{name}: {', '.join(keys)}"
+            for name, keys in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("mis-shaped", misshaped),
+            )
+            if keys
+        ]
+        raise InputError(
+            f"{path.name!r} does not fit {type(net).__name__} ({'; '.join(parts)}); "
+            "pass the matching --arch or a SmallCNN checkpoint."
+        )
+
+
+def load_model(
+    path: str | Path | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    arch: str | None = None,
+    transform: Transform | None = None,
+    trust_checkpoint: bool = False,
+) -> Classifier:
+    """Load a classifier in eval mode, with its transform, on a device.
+
+    Args:
+        path: a state_dict file; None loads the shipped SmallCNN.
+        device: where the model lives.
+        arch: ``package.module:ClassName`` of a user's network; None means SmallCNN.
+        transform: the input transform; None reads ``NAME.json`` beside the checkpoint.
+        trust_checkpoint: allow full unpickling, which runs code from the file.
+
+    Raises:
+        InputError: the file is missing, unreadable, refused by ``weights_only``, or does not fit.
+    """
+    path = Path(path) if path is not None else DEFAULT_CHECKPOINT
+    if not path.is_file():
+        raise InputError(f"checkpoint {str(path)!r} does not exist; check --model.")
+    device = torch.device(device) if isinstance(device, str) else device
+
+    try:
+        payload = torch.load(path, map_location=device, weights_only=not trust_checkpoint)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"{path.name!r} is not a plain state_dict and loading it would run code from the "
+            f"file ({first[:120]}); re-save it with torch.save(model.state_dict(), PATH), or "
+            "pass --trust-checkpoint if you trust its author."
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError, AttributeError) as exc:
+        raise InputError(
+            f"cannot read checkpoint {path.name!r} ({type(exc).__name__}: {str(exc)[:160]}); "
+            "pass a file saved with torch.save(model.state_dict(), PATH)."
+        ) from None
+
+    net = _load_arch(arch)
+    state = _state_dict_of(payload, path)
+    _check_keys(net, state, path)
+    net.load_state_dict(state, strict=True)
+    model = Classifier(net, transform or read_transform(path)).to(device).eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    logger.debug("loaded %s on %s", path, device)
+    return model

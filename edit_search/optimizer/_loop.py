@@ -1,0 +1,218 @@
+"""The batched ask/tell loop: many trials proposed, all their edits scored in one pass.
+
+One Optuna trial costs milliseconds of bookkeeping while the model scores an edit in
+microseconds, so a trial is a recipe family and the loop sweeps every top-k count and strength
+of it at once. A batch of trials is asked for, every edit of every trial is scored in the same
+forward passes, and each trial is told its best edit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import optuna
+import torch
+
+from edit_search.objectives import constraint
+from edit_search.optimizer._context import EditContext, Scores
+from edit_search.optimizer._study import SETTINGS_KEY, StudySettings
+from edit_search.search_spaces import (
+    NUM_PIXELS,
+    Family,
+    Recipe,
+    edit_sweep,
+    ranking,
+    suggest_family,
+    sweep_counts,
+)
+
+logger = logging.getLogger(__name__)
+
+RECIPE_KEY = "recipe"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the loop reports after each batch of trials.
+
+    Attributes:
+        done: trials finished in this call.
+        total: trials asked for in this call.
+        best_preserved: the most preserved share among edits with margin >= min_margin, or
+            None while there is none.
+        best_margin: that edit's margin.
+    """
+
+    done: int
+    total: int
+    best_preserved: float | None
+    best_margin: float | None
+
+
+@dataclass(frozen=True)
+class _Job:
+    trial: optuna.Trial
+    family: Family
+    counts: torch.Tensor
+    strengths: torch.Tensor
+
+
+def choose(
+    margins: torch.Tensor, preserved: torch.Tensor, min_preserve: float, min_margin: float
+) -> int:
+    """Index of the edit a trial reports among its sweep.
+
+    The most preserved edit with margin >= ``min_margin``, the larger margin on a tie; when no
+    edit reaches that margin, the feasible edit with the largest margin; when none is feasible,
+    the most preserved edit.
+
+    Args:
+        margins: shape (N,), finite.
+        preserved: shape (N,).
+        min_preserve: the constraint.
+        min_margin: the safety margin.
+    """
+    feasible = preserved >= min_preserve - 1e-12
+    good = feasible & (margins >= min_margin)
+    if good.any():
+        key = torch.where(good, preserved * 1e6 + margins.clamp(-1e5, 1e5), -math.inf)
+    elif feasible.any():
+        key = torch.where(feasible, margins, -math.inf)
+    else:
+        key = preserved * 1e6 + margins.clamp(-1e5, 1e5)
+    return int(torch.argmax(key))
+
+
+def _prepare(trial: optuna.Trial, settings: StudySettings, ctx: EditContext) -> _Job:
+    family = suggest_family(trial, settings.space)
+    fixed_pixels = trial.user_attrs.get("fixed_pixels")
+    if fixed_pixels is not None:
+        counts = [int(fixed_pixels)]
+        strengths = [float(trial.user_attrs["fixed_strength"])]
+    else:
+        counts = sweep_counts(ctx.budget(settings.min_preserve))
+        strengths = list(settings.space.strengths)
+    return _Job(
+        trial,
+        family,
+        torch.tensor(counts, dtype=torch.int64, device=ctx.device),
+        torch.tensor(strengths, dtype=torch.float32, device=ctx.device),
+    )
+
+
+def _edits(job: _Job, ctx: EditContext) -> torch.Tensor:
+    family = job.family
+    attribution = ctx.attributions.get(family.method, family.target)
+    rank = ranking(attribution, family.polarity, ctx.pixels, family.operation)
+    return edit_sweep(
+        ctx.pixels, rank, job.counts, job.strengths, family.operation, family.regions
+    )
+
+
+def _tell(
+    study: optuna.Study, job: _Job, scores: Scores, settings: StudySettings
+) -> tuple[float, float] | None:
+    finite = torch.isfinite(scores.margin)
+    if not finite.all():
+        logger.warning("trial %d: %d non-finite scores", job.trial.number, int((~finite).sum()))
+    if not finite.any():
+        study.tell(job.trial, state=optuna.trial.TrialState.FAIL)
+        return None
+    margins = torch.where(finite, scores.margin, torch.full_like(scores.margin, -1e30))
+    preserved = torch.where(finite, scores.preserved, torch.zeros_like(scores.preserved))
+    best = choose(margins, preserved, settings.min_preserve, settings.min_margin)
+
+    strengths = job.strengths.cpu()
+    count = int(job.counts[best // len(strengths)])
+    strength = float(strengths[best % len(strengths)])
+    family = job.family
+    recipe = Recipe(
+        family.method,
+        family.target,
+        family.polarity,
+        count,
+        family.operation,
+        round(strength, 6),
+        family.regions,
+    )
+    value_margin = float(scores.margin[best])
+    value_preserved = float(scores.preserved[best])
+    trial = job.trial
+    trial.set_user_attr(RECIPE_KEY, recipe.to_dict())
+    trial.set_user_attr("edited_prediction", int(scores.predicted[best]))
+    trial.set_user_attr("edits_scored", int(len(scores.margin)))
+    violation = constraint(scores.preserved[best], settings.min_preserve)
+    trial.set_constraint("min_preserve", float(violation))
+    study.tell(trial, [value_margin, value_preserved])
+    return value_margin, value_preserved
+
+
+def optimize(
+    study: optuna.Study,
+    ctx: EditContext,
+    n_trials: int,
+    *,
+    trials_per_batch: int = 8,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> None:
+    """Run up to ``n_trials`` more trials of a study on one image.
+
+    Stops early once an edit that changes a single pixel reaches the safety margin: no edit
+    can preserve more.
+
+    Args:
+        study: created by ``create_or_resume``.
+        ctx: the image and model the study is about.
+        n_trials: how many trials to add at most.
+        trials_per_batch: trials asked for before their edits are scored together.
+        on_progress: called after every batch.
+
+    A KeyboardInterrupt leaves every told trial in storage; trials asked but not yet told are
+    marked failed, so none stays RUNNING.
+    """
+    settings = StudySettings.from_dict(study.user_attrs[SETTINGS_KEY])
+    best: tuple[float, float] | None = None  # (preserved, margin)
+    done = 0
+    while done < n_trials:
+        pending: list[_Job] = []
+        results: list[tuple[float, float] | None] = []
+        try:
+            for _ in range(min(trials_per_batch, n_trials - done)):
+                pending.append(_prepare(study.ask(), settings, ctx))
+            edits = [_edits(job, ctx) for job in pending]
+            scores = ctx.score(torch.cat(edits))
+            start = 0
+            for job, batch in zip(list(pending), edits, strict=True):
+                part = _slice(scores, start, start + batch.shape[0])
+                start += batch.shape[0]
+                results.append(_tell(study, job, part, settings))
+                pending.remove(job)
+        except BaseException:
+            for job in pending:
+                study.tell(job.trial, state=optuna.trial.TrialState.FAIL)
+            raise
+
+        for result in results:
+            if result is None:
+                continue
+            margin_value, preserved_value = result
+            safe = margin_value >= settings.min_margin
+            if safe and preserved_value >= settings.min_preserve:
+                best = max(best or (-1.0, -math.inf), (preserved_value, margin_value))
+        done += len(results)
+        if on_progress is not None:
+            on_progress(Progress(done, n_trials, *(best or (None, None))))
+        if best is not None and best[0] >= 1.0 - 1.0 / NUM_PIXELS - 1e-12:
+            break
+
+
+def _slice(scores: Scores, start: int, stop: int) -> Scores:
+    return Scores(
+        scores.logits[start:stop],
+        scores.margin[start:stop],
+        scores.preserved[start:stop],
+        scores.predicted[start:stop],
+    )

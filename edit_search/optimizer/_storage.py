@@ -1,0 +1,95 @@
+"""Study storages: the default journal file under runs/, or any Optuna storage URL."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+from edit_search.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STORAGE = "runs/studies.journal"
+_RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
+
+
+def open_storage(url: str | None = None) -> BaseStorage:
+    """Open a storage.
+
+    Args:
+        url: a journal file path (``*.journal`` or ``journal:PATH``), or a database URL
+            (``sqlite:///FILE``, ``postgresql://...``, ``mysql://...``). None opens the
+            default journal file under runs/.
+
+    Raises:
+        InputError: the URL does not parse, or its folder cannot be created or written.
+    """
+    url = url or DEFAULT_STORAGE
+    scheme = url.split(":", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
+    if scheme in _RDB_SCHEMES:
+        return _open_rdb(url, scheme)
+    if "://" in url:
+        raise InputError(
+            f"storage {url!r} has an unknown scheme {scheme!r}; use a journal file path, "
+            "sqlite:///FILE, postgresql://USER@HOST/DB or mysql://USER@HOST/DB."
+        )
+    path = Path(url.removeprefix("journal:"))
+    _check_writable_folder(path)
+    # An open(O_EXCL)-based lock works on local disks and on NFSv3+, where symlinks may not.
+    backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+    return JournalStorage(backend)
+
+
+def _check_writable_folder(path: Path) -> None:
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"cannot create the storage folder {str(folder)!r} ({exc.strerror}); "
+            "pass --storage with a writable path."
+        ) from None
+    probe = folder / f".{path.name}.probe"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(
+            f"the storage folder {str(folder)!r} is not writable ({exc.strerror}); "
+            "pass --storage with a writable path."
+        ) from None
+
+
+def _open_rdb(url: str, scheme: str) -> BaseStorage:
+    engine_kwargs: dict[str, object] = {}
+    if scheme == "sqlite":
+        file = url.split(":///", 1)[-1]
+        if file and file != ":memory:":
+            _check_writable_folder(Path(file))
+        # Wait for a busy database instead of failing with "database is locked".
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+    try:
+        return RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=30, grace_period=120
+        )
+    except (ImportError, ModuleNotFoundError) as exc:
+        raise InputError(
+            f"storage {url!r} needs a database driver that is not installed ({exc}); "
+            "install it (for PostgreSQL: pip install 'edit-search[postgres]')."
+        ) from None
+    except Exception as exc:  # SQLAlchemy raises many types for a bad URL or server.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot open storage {url!r}: {first[:200]}") from None
+
+
+def all_study_names(storage: BaseStorage) -> list[str]:
+    """Names of every study in a storage, oldest first."""
+    return [
+        s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+    ]
