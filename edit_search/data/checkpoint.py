@@ -10,6 +10,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -59,6 +60,32 @@ def read_transform(checkpoint: Path) -> Transform:
             f"{card.name!r} beside the checkpoint has no valid 'transform' "
             f"({{'mean': ..., 'std': ...}}): {exc}; fix or remove it."
         ) from None
+
+
+def _numpy_globals() -> list[Any]:
+    """What ``weights_only`` needs for numpy values, as in ``{"epoch": np.int64(3)}``.
+
+    A numpy scalar or array is rebuilt from a dtype, a shape and raw bytes; the only class it
+    may instantiate is ``ndarray`` itself, so no code of the file runs.
+    """
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    # numpy 2 rebuilds each dtype through its own class.
+    dtype_classes = [type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDG"]
+    return [multiarray.scalar, multiarray._reconstruct, np.ndarray, np.dtype, *dtype_classes]
+
+
+def _unsafe_globals(path: Path) -> str:
+    """The names a checkpoint would import when unpickled, for the refusal message."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001  (only improves a message about an unloadable file)
+        return "objects beyond tensors"
+    allowed = {f"{g.__module__}.{g.__qualname__}" for g in _numpy_globals()}
+    names = [n for n in names if n not in allowed]
+    if not names:
+        return "objects beyond tensors"
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return shown
 
 
 def _state_dict_of(payload: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -146,15 +173,21 @@ def load_model(
     device = torch.device(device) if isinstance(device, str) else device
 
     try:
-        payload = torch.load(path, map_location=device, weights_only=not trust_checkpoint)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # Tensors saved on a GPU are mapped to ``device``; a CPU-only machine loads them too.
+        if trust_checkpoint:
+            logger.warning("unpickling %s fully (--trust-checkpoint): it may run code", path)
+            payload = torch.load(path, map_location=device, weights_only=False)
+        else:
+            with torch.serialization.safe_globals(_numpy_globals()):
+                payload = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
         raise InputError(
             f"{path.name!r} is not a plain state_dict and loading it would run code from the "
-            f"file ({first[:120]}); re-save it with torch.save(model.state_dict(), PATH), or "
-            "pass --trust-checkpoint if you trust its author."
+            f"file (it needs {_unsafe_globals(path)}); re-save it with "
+            "torch.save(model.state_dict(), PATH), or pass --trust-checkpoint if you trust "
+            "its author."
         ) from None
-    except (RuntimeError, OSError, EOFError, ValueError, AttributeError) as exc:
+    except (RuntimeError, OSError, EOFError, ValueError, AttributeError, KeyError) as exc:
         raise InputError(
             f"cannot read checkpoint {path.name!r} ({type(exc).__name__}: {str(exc)[:160]}); "
             "pass a file saved with torch.save(model.state_dict(), PATH)."

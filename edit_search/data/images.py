@@ -84,11 +84,18 @@ def _grey_pixels(img: Image.Image, path: Path) -> tuple[np.ndarray, list[str]]:
     notes: list[str] = []
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         wide = np.asarray(img, dtype=np.int64)
-        top = 65535 if img.mode.startswith("I;16") or wide.max() > 255 else 255
-        grey = np.round(wide.clip(0, top) * (255.0 / top)).astype(np.uint8)
-        if top != 255:
-            notes.append("16-bit values scaled to 8 bits")
-        return grey, notes
+        if wide.min() < 0 or wide.max() > 65535:
+            raise InputError(
+                f"{path.name!r} holds 32-bit pixels from {wide.min()} to {wide.max()}; "
+                "save it as an 8-bit greyscale PNG."
+            )
+        # A 16-bit file whose values all fit in 8 bits holds 8-bit values in wide storage.
+        if wide.max() <= 255:
+            if img.mode.startswith("I;16"):
+                notes.append("16-bit file with values 0-255: read as 8-bit values")
+            return wide.astype(np.uint8), notes
+        notes.append("16-bit values scaled to 8 bits")
+        return np.round(wide * (255.0 / 65535.0)).astype(np.uint8), notes
     if img.mode == "F":
         raise InputError(
             f"{path.name!r} holds floating-point pixels (mode F); "
@@ -145,23 +152,35 @@ def load_image(
 
     try:
         with Image.open(path) as img:
+            # The size is in the header: refuse a wrong one before decoding any pixels.
+            if img.size != (IMAGE_SIZE, IMAGE_SIZE):
+                width, height = img.size
+                raise InputError(
+                    f"{path.name!r} is {width}x{height} pixels; edit-search works on 28x28 "
+                    "MNIST digits, resize it first."
+                )
             img.load()
             grey, notes = _grey_pixels(img, path)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            if img.format == "JPEG":
+                notes.append("JPEG is lossy: pixels may differ slightly from the drawn digit")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InputError(
-            f"cannot read {path.name!r} as an image ({exc}); pass a PNG of a 28x28 digit."
+            f"cannot read {path.name!r} as an image ({_first_line(exc)}); "
+            "pass a PNG of a 28x28 digit."
+        ) from None
+    except Image.DecompressionBombError:
+        raise InputError(
+            f"{path.name!r} declares an enormous size; pass a PNG of a 28x28 digit."
         ) from None
 
-    if grey.shape != (IMAGE_SIZE, IMAGE_SIZE):
-        height, width = grey.shape
-        raise InputError(
-            f"{path.name!r} is {width}x{height} pixels; edit-search works on 28x28 MNIST digits, "
-            "resize it first."
-        )
     if grey.max() == grey.min():
         raise InputError(
             f"{path.name!r} is blank (every pixel is {int(grey.max())}); pass an image of a digit."
         )
+    if grey.max() == 1:
+        # Ink stored as 0/1 (a binary mask saved as 8-bit) would search an all-black digit.
+        grey = grey * np.uint8(255)
+        notes.append("ink values are only 0 and 1: scaled to 0 and 255")
     if invert:
         grey = 255 - grey
         notes.append("inverted: dark digit on a light background turned into light on dark")
@@ -170,7 +189,12 @@ def load_image(
             f"{path.name!r} looks like a dark digit on a light background (border mean "
             f"{_border_mean(grey):.0f}/255); MNIST digits are light on black: pass --invert."
         )
-    return LoadedImage(path, torch.from_numpy(grey), chosen, tuple(notes))
+    return LoadedImage(path, torch.from_numpy(grey.copy()), chosen, tuple(notes))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else type(exc).__name__
 
 
 def _border_mean(grey: np.ndarray) -> float:
