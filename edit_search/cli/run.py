@@ -5,21 +5,41 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import click
 import optuna
+import torch
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from edit_search.attribution import METHODS
-from edit_search.cli._common import err, handle_errors, print_table, storage_option
+from edit_search.cli._common import (
+    err,
+    handle_errors,
+    model_options,
+    print_table,
+    storage_option,
+)
+from edit_search.cli._results import (
+    COLUMNS,
+    FIXED,
+    STATUS_COLUMN,
+    TABLE_SUFFIXES,
+    Outcome,
+    exit_code,
+    render_table_file,
+    status_of,
+)
 from edit_search.data.checkpoint import load_model, resolve_device
-from edit_search.data.images import list_images, load_image
-from edit_search.errors import EXIT_INTERRUPTED
+from edit_search.data.images import LoadedImage, list_images, load_image, write_atomic
+from edit_search.data.model import Classifier, Transform
+from edit_search.errors import EXIT_INTERRUPTED, EditSearchError
 from edit_search.optimizer import SAMPLERS, open_storage
 from edit_search.optimizer import Progress as TrialProgress
-from edit_search.runs import RunResult, run_study, settings_for
+from edit_search.runs import run_study, settings_for
 from edit_search.search_spaces import SearchSpace
 
 
@@ -58,6 +78,7 @@ def _unit_interval(ctx: click.Context, param: click.Parameter, value: float) -> 
     metavar="MODULE:CLASS",
     help="The network class of --model [default: SmallCNN].",
 )
+@model_options
 @click.option(
     "--min-preserve",
     type=float,
@@ -117,6 +138,13 @@ def _unit_interval(ctx: click.Context, param: click.Parameter, value: float) -> 
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
+@click.option(
+    "--table",
+    "table_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the results table to FILE: CSV for .csv, Markdown for .md.",
+)
 @handle_errors
 def run(
     images: tuple[Path, ...],
@@ -125,6 +153,8 @@ def run(
     label: int | None,
     model_path: Path | None,
     arch: str | None,
+    transform: Transform | None,
+    trust_checkpoint: bool,
     min_preserve: float,
     min_margin: float,
     trials: int,
@@ -137,8 +167,15 @@ def run(
     device: str,
     invert: bool,
     fmt: str,
+    table_path: Path | None,
 ) -> None:
-    """Fix misclassified IMAGES: search edits, export the best one of each."""
+    """Fix misclassified IMAGES: search edits, export the best one of each.
+
+    With several images, one that cannot be loaded or has no feasible edit is reported in the
+    table with its reason and the others still run. Exit code: 0 when every image is fixed,
+    2 when any failed to load, 1 when any hit another error, 3 when any had no feasible edit
+    (the first of these that applies, in this order).
+    """
     paths = list(images) + list(extra) + (list_images(folder) if folder else [])
     if not paths:
         raise click.UsageError("give an image (--image PATH) or a folder (--images DIR).")
@@ -152,12 +189,24 @@ def run(
         )
     if study_name and len(paths) > 1:
         raise click.UsageError("--study names one study; use it with a single image.")
+    if table_path is not None and table_path.suffix.lower() not in TABLE_SUFFIXES:
+        raise click.BadParameter(
+            f"the file's suffix decides the format; received {table_path.name!r}, "
+            f"expected one of {', '.join(TABLE_SUFFIXES)}.",
+            param_hint="--table",
+        )
 
-    model = load_model(model_path, device=resolve_device(device), arch=arch)
+    model = load_model(
+        model_path,
+        device=resolve_device(device),
+        arch=arch,
+        transform=transform,
+        trust_checkpoint=trust_checkpoint,
+    )
     space = SearchSpace(methods=chosen, max_regions=max_regions)
     backend = open_storage(storage)
-    results: list[RunResult] = []
-    current: dict[str, str] = {}
+    outcomes: list[Outcome] = []
+    current: dict[str, optuna.Study] = {}
 
     with Progress(
         TextColumn("{task.description}"),
@@ -170,54 +219,106 @@ def run(
         disable=fmt == "json" and not err.is_terminal,
     ) as bars:
         overall = bars.add_task("images", total=len(paths), best="") if len(paths) > 1 else None
+        trial_bar = bars.add_task("trials", total=trials, best="")
+
+        def show(p: TrialProgress) -> None:
+            best = (
+                ""
+                if p.best_preserved is None
+                else f"best {p.best_preserved:.2%} kept, margin {p.best_margin:.2f}"
+            )
+            bars.update(trial_bar, completed=p.done, best=best)
+
+        def remember(study: optuna.Study) -> None:
+            current["study"] = study
+
         try:
             for path in paths:
-                image = load_image(path, label=label, num_classes=model.num_classes, invert=invert)
-                for note in image.notes:
-                    err.print(f"[yellow]Note:[/] {path.name}: {note}")
-                settings = settings_for(
-                    image,
-                    model_path=model_path,
-                    arch=arch,
-                    min_preserve=min_preserve,
-                    min_margin=min_margin,
-                    sampler=sampler,
-                    space=space,
-                )
-                task = bars.add_task(path.name, total=trials, best="")
-
-                def show(p: TrialProgress, task: int = task) -> None:
-                    best = (
-                        ""
-                        if p.best_preserved is None
-                        else (f"best {p.best_preserved:.2%} kept, margin {p.best_margin:.2f}")
+                bars.reset(trial_bar, total=trials, description=path.name, best="")
+                current.pop("study", None)
+                started = time.perf_counter()
+                image = None
+                try:
+                    image = load_image(
+                        path, label=label, num_classes=model.num_classes, invert=invert
                     )
-                    bars.update(task, completed=p.done, best=best)
-
-                def remember(study: optuna.Study) -> None:
-                    current["study"] = study.study_name
-
-                result = run_study(
-                    backend,
-                    settings,
-                    model,
-                    image,
-                    n_trials=trials,
-                    out_dir=out_dir,
-                    study_name=study_name,
-                    on_progress=show,
-                    on_study=remember,
-                )
-                bars.update(task, completed=trials)
-                results.append(result)
+                    for note in image.notes:
+                        err.print(f"[yellow]Note:[/] {escape(path.name)}: {escape(note)}")
+                    settings = settings_for(
+                        image,
+                        model_path=model_path,
+                        arch=arch,
+                        min_preserve=min_preserve,
+                        min_margin=min_margin,
+                        sampler=sampler,
+                        space=space,
+                    )
+                    result = run_study(
+                        backend,
+                        settings,
+                        model,
+                        image,
+                        n_trials=trials,
+                        out_dir=out_dir,
+                        study_name=study_name,
+                        on_progress=show,
+                        on_study=remember,
+                    )
+                    outcomes.append(Outcome.fixed(result, time.perf_counter() - started))
+                except EditSearchError as exc:
+                    if len(paths) == 1:
+                        raise
+                    outcome = _failure(path, image, exc, model, current.get("study"), started)
+                    err.print(
+                        f"[red]{outcome.status}:[/] {escape(path.name)}: {escape(str(exc))}",
+                        highlight=False,
+                    )
+                    outcomes.append(outcome)
                 if overall is not None:
                     bars.advance(overall)
         except KeyboardInterrupt:
             bars.stop()
-            _print_resume(current.get("study"), storage)
+            study = current.get("study")
+            _print_resume(study.study_name if study else None, storage)
             sys.exit(EXIT_INTERRUPTED)
 
-    _print_results(results, fmt)
+    if table_path is not None:
+        write_atomic(table_path, render_table_file(outcomes, table_path).encode())
+    _print_results(outcomes, fmt)
+    code = exit_code(outcomes)
+    if code:
+        sys.exit(code)
+
+
+def _failure(
+    path: Path,
+    image: LoadedImage | None,
+    exc: EditSearchError,
+    model: Classifier,
+    study: optuna.Study | None,
+    started: float,
+) -> Outcome:
+    """The row of an image that was not fixed, with what is known about it."""
+    original = None
+    if image is not None:
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            original = int(model(image.image.to(device)).argmax(dim=1)[0])
+    return Outcome(
+        image=path.name,
+        label=None if image is None else image.label,
+        original_prediction=original,
+        edited_prediction=None,
+        preserved=None,
+        margin=None,
+        trials=len(study.trials) if study is not None else 0,
+        seconds=time.perf_counter() - started,
+        status=status_of(exc),
+        reason=str(exc),
+        study=study.study_name if study is not None else None,
+        export=None,
+        exit_code=exc.exit_code,
+    )
 
 
 def _print_resume(study: str | None, storage: str | None) -> None:
@@ -229,47 +330,19 @@ def _print_resume(study: str | None, storage: str | None) -> None:
         err.print(f"Resume with: {shlex.join(command)}", highlight=False)
 
 
-def _print_results(results: list[RunResult], fmt: str) -> None:
+def _print_results(outcomes: list[Outcome], fmt: str) -> None:
     if fmt == "json":
-        for r in results:
-            record = {
-                "image": r.image,
-                "label": r.label,
-                "original_prediction": r.original_prediction,
-                "edited_prediction": r.edited_prediction,
-                "margin": r.margin,
-                "preserved": r.preserved,
-                "trials": r.trials,
-                "study": r.study,
-                "export": r.export,
-                "seconds": round(r.seconds, 3),
-            }
-            click.echo(json.dumps(record))
+        for outcome in outcomes:
+            click.echo(json.dumps(outcome.to_dict()))
         return
     table = Table(title="edit-search results")
-    for column in (
-        "image",
-        "true",
-        "predicted",
-        "edited",
-        "margin",
-        "preserved",
-        "trials",
-        "study",
-        "export",
-    ):
-        justify = "right" if column in ("margin", "preserved", "trials") else "left"
-        table.add_column(column, justify=justify)
-    for r in results:
-        table.add_row(
-            r.image,
-            str(r.label),
-            str(r.original_prediction),
-            str(r.edited_prediction),
-            f"{r.margin:.3f}" if r.margin is not None else "-",
-            f"{r.preserved:.2%}" if r.preserved is not None else "-",
-            str(r.trials),
-            r.study,
-            r.export or "-",
+    for column in COLUMNS:
+        table.add_column(
+            column.title, justify="right" if column.numeric else "left", overflow="fold"
         )
+    for outcome in outcomes:
+        cells = [escape(column.text(outcome)) for column in COLUMNS]
+        if outcome.status != FIXED:
+            cells[COLUMNS.index(STATUS_COLUMN)] = f"[red]{cells[COLUMNS.index(STATUS_COLUMN)]}[/]"
+        table.add_row(*cells)
     print_table(table)

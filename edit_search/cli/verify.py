@@ -1,0 +1,100 @@
+"""``edit-search verify``: grade a folder of edited digits against their originals."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from edit_search.cli._common import err, handle_errors, print_table
+from edit_search.data.checkpoint import load_model
+from edit_search.verify import Report, verify_folder
+
+#: Exit code when at least one edit fails.
+EXIT_FAILED = 1
+
+
+def _unit_interval(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise click.BadParameter(f"must be between 0 and 1; received {value}.")
+    return value
+
+
+@click.command()
+@click.argument("edited_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--originals",
+    "originals_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder of the unedited digits, named with their labels like 2_label3.png.",
+)
+@click.option(
+    "--min-preserve",
+    type=float,
+    default=0.6,
+    show_default=True,
+    callback=_unit_interval,
+    help="Least share of pixels an edit must keep unchanged.",
+)
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A state_dict checkpoint [default: the shipped SmallCNN].",
+)
+@click.option(
+    "--arch",
+    default=None,
+    metavar="MODULE:CLASS",
+    help="The network class of --model [default: SmallCNN].",
+)
+@handle_errors
+def verify(
+    edited_dir: Path,
+    originals_dir: Path,
+    min_preserve: float,
+    model_path: Path | None,
+    arch: str | None,
+) -> None:
+    """Check every edit in EDITED_DIR against the original of the same name.
+
+    An edit passes when the model predicts the label in the original's name and at least
+    --min-preserve of its pixels equal the original's. Exit code 0 only when all pass, 1 when
+    any fails, 2 on bad input.
+    """
+    model = load_model(model_path, arch=arch)
+    report = verify_folder(model, edited_dir, originals_dir, min_preserve)
+
+    for name in report.unmatched:
+        err.print(
+            f"[yellow]Note:[/] {escape(name)} has no original of the same name in "
+            f"{escape(str(originals_dir))}; skipped.",
+            highlight=False,
+        )
+    _print_report(report)
+    click.echo(report.summary())
+    if report.failed:
+        sys.exit(EXIT_FAILED)
+
+
+def _print_report(report: Report) -> None:
+    table = Table(title="edit-search verify")
+    for column in ("image", "label", "predicted", "margin", "preserved", "result", "reason"):
+        justify = "right" if column in ("margin", "preserved") else "left"
+        table.add_column(column, justify=justify)
+    for v in report.verdicts:
+        table.add_row(
+            v.image,
+            "-" if v.label is None else str(v.label),
+            "-" if v.predicted is None else str(v.predicted),
+            "-" if v.margin is None else f"{v.margin:.3f}",
+            "-" if v.preserved is None else f"{v.preserved:.2%}",
+            "[green]pass[/]" if v.passed else "[red]FAIL[/]",
+            escape(v.reason),
+        )
+    print_table(table)
