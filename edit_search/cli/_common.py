@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
+import math
 import sys
 import warnings
 from collections.abc import Callable
@@ -15,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from edit_search.data.model import Transform
 from edit_search.errors import EXIT_INTERRUPTED, EditSearchError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,6 +33,21 @@ def fail(message: str, exit_code: int) -> None:
     sys.exit(exit_code)
 
 
+def describe_os_error(exc: OSError) -> str:
+    """One line for a failed read or write: which file, what the system said, the fix."""
+    where = f" {str(exc.filename)!r}" if exc.filename else ""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno == errno.ENOSPC:
+        fix = (
+            "free some space or pass --out / --storage on another disk; earlier exports are intact"
+        )
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "pass --out / --storage with a writable path"
+    else:
+        fix = "check the path; rerun with --debug for the full traceback"
+    return f"cannot access{where}: {reason}; {fix}."
+
+
 def handle_errors(fn: F) -> F:
     """Turn library errors into one line and their exit code; tracebacks only with --debug."""
 
@@ -38,6 +56,8 @@ def handle_errors(fn: F) -> F:
         debug = bool(click.get_current_context().find_root().params.get("debug"))
         try:
             return fn(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click prints usage errors itself and exits 2.
         except EditSearchError as exc:
             if debug:
                 raise
@@ -45,6 +65,19 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             err.print("Interrupted.")
             sys.exit(EXIT_INTERRUPTED)
+        except OSError as exc:
+            if debug:
+                raise
+            fail(describe_os_error(exc), 1)
+        except Exception as exc:
+            if debug:
+                raise
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            fail(
+                f"unexpected {type(exc).__name__}: {first or 'no message'}; "
+                "rerun with --debug for the full traceback and report it.",
+                1,
+            )
 
     return wrapper  # type: ignore[return-value]
 
@@ -57,6 +90,40 @@ def storage_option(fn: F) -> F:
         default=None,
         help="Study storage: a journal file path, sqlite:///FILE or postgresql://... "
         "[default: runs/studies.journal]",
+    )(fn)
+
+
+def _transform(ctx: click.Context, param: click.Parameter, value: str | None) -> Transform | None:
+    if value is None:
+        return None
+    try:
+        mean, std = (float(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"expected MEAN,STD such as 0.1307,0.3081; received {value!r}."
+        ) from None
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise click.BadParameter(
+            f"MEAN and STD must be finite numbers with STD > 0; received {value!r}."
+        )
+    return Transform(mean=mean, std=std)
+
+
+def model_options(fn: F) -> F:
+    """``--transform MEAN,STD`` and ``--trust-checkpoint``, for commands that load a model."""
+    fn = click.option(
+        "--trust-checkpoint",
+        is_flag=True,
+        help="Fully unpickle a --model file that is more than a state_dict. This runs code "
+        "from the file: only for files from an author you trust.",
+    )(fn)
+    return click.option(
+        "--transform",
+        metavar="MEAN,STD",
+        default=None,
+        callback=_transform,
+        help="Input transform of --model, (image - MEAN) / STD on images in [0, 1] "
+        "[default: MODEL.json beside the checkpoint, else MNIST's 0.1307,0.3081].",
     )(fn)
 
 

@@ -119,7 +119,40 @@ def _load_arch(arch: str | None) -> nn.Module:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as exc:
         raise InputError(f"cannot import --arch {arch!r} ({exc}); check the name.") from None
-    return cls()
+    try:
+        net = cls()
+    except Exception as exc:
+        raise InputError(
+            f"cannot build --arch {arch!r} with no arguments ({type(exc).__name__}: "
+            f"{str(exc)[:120]}); give the class defaults for every argument."
+        ) from None
+    if not isinstance(net, nn.Module):
+        raise InputError(
+            f"--arch {arch!r} builds a {type(net).__name__}, not a torch.nn.Module; "
+            "name the network class."
+        )
+    return net
+
+
+def _check_output(model: Classifier, path: Path) -> None:
+    """One forward pass on a black digit: the network must return (1, classes) logits."""
+    name = type(model.net).__name__
+    try:
+        with torch.no_grad():
+            probe = torch.zeros(1, 1, 28, 28, device=next(model.parameters()).device)
+            logits = model(probe)  # (1, classes)
+        classes = model.num_classes
+    except Exception as exc:
+        raise InputError(
+            f"{name} from {path.name!r} fails on a (1, 1, 28, 28) image ({type(exc).__name__}: "
+            f"{str(exc)[:120]}); its forward must take MNIST-shaped images and end in a "
+            "Linear layer giving one logit per class."
+        ) from None
+    if tuple(logits.shape) != (1, classes):
+        raise InputError(
+            f"{name} from {path.name!r} returns shape {tuple(logits.shape)} for one image, "
+            f"expected (1, {classes}); its forward must return one row of logits per image."
+        )
 
 
 def _check_keys(net: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -200,5 +233,6 @@ def load_model(
     model = Classifier(net, transform or read_transform(path)).to(device).eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
+    _check_output(model, path)
     logger.debug("loaded %s on %s", path, device)
     return model
