@@ -17,13 +17,18 @@ DEFAULT_STORAGE = "runs/studies.journal"
 _RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
 
 
-def open_storage(url: str | None = None) -> BaseStorage:
+def open_storage(
+    url: str | None = None, *, heartbeat_interval: int = 30, grace_period: int = 120
+) -> BaseStorage:
     """Open a storage.
 
     Args:
         url: a journal file path (``*.journal`` or ``journal:PATH``), or a database URL
             (``sqlite:///FILE``, ``postgresql://...``, ``mysql://...``). None opens the
             default journal file under runs/.
+        heartbeat_interval: seconds between heartbeats of a RUNNING trial (databases only).
+        grace_period: seconds without a heartbeat before a RUNNING trial is failed and
+            enqueued again once (databases only).
 
     Raises:
         InputError: the URL does not parse, or its folder cannot be created or written.
@@ -31,7 +36,7 @@ def open_storage(url: str | None = None) -> BaseStorage:
     url = url or DEFAULT_STORAGE
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
     if scheme in _RDB_SCHEMES:
-        return _open_rdb(url, scheme)
+        return _open_rdb(url, scheme, heartbeat_interval, grace_period)
     if "://" in url:
         raise InputError(
             f"storage {url!r} has an unknown scheme {scheme!r}; use a journal file path, "
@@ -64,7 +69,7 @@ def _check_writable_folder(path: Path) -> None:
         ) from None
 
 
-def _open_rdb(url: str, scheme: str) -> BaseStorage:
+def _open_rdb(url: str, scheme: str, heartbeat_interval: int, grace_period: int) -> BaseStorage:
     engine_kwargs: dict[str, object] = {}
     if scheme == "sqlite":
         file = url.split(":///", 1)[-1]
@@ -76,7 +81,11 @@ def _open_rdb(url: str, scheme: str) -> BaseStorage:
         engine_kwargs["pool_pre_ping"] = True
     try:
         return RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=30, grace_period=120
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
         )
     except (ImportError, ModuleNotFoundError) as exc:
         raise InputError(

@@ -1,0 +1,234 @@
+"""``edit-search worker``: one of many processes sharing the studies of a folder."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from optuna.storages import BaseStorage
+from optuna.trial import TrialState
+from rich.table import Table
+
+from edit_search.attribution import METHODS
+from edit_search.cli._common import err, handle_errors, print_table, storage_option
+from edit_search.data.checkpoint import load_model, resolve_device
+from edit_search.data.images import list_images, load_image
+from edit_search.data.model import Classifier
+from edit_search.errors import EXIT_INTERRUPTED, NoFeasibleEditError
+from edit_search.optimizer import SAMPLERS, EditContext, Progress, load_study, open_storage
+from edit_search.optimizer._workers import Job, batch_size_for, default_worker_id, run_worker
+from edit_search.runs import DEFAULT_RUNS_DIR, RunResult, export_trial, pick_trial, settings_for
+from edit_search.search_spaces import SearchSpace
+
+
+@click.command()
+@click.option(
+    "--images",
+    "folder",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The folder of images whose studies the workers share.",
+)
+@storage_option
+@click.option(
+    "--trials",
+    type=click.IntRange(min=1),
+    default=48,
+    show_default=True,
+    help="COMPLETE trials every study of the folder should end with (a total, not an increment).",
+)
+@click.option(
+    "--batch",
+    "trials_per_batch",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Trials a worker takes from a study at a time.",
+)
+@click.option("--min-preserve", type=click.FloatRange(0.0, 1.0), default=0.6, show_default=True)
+@click.option("--min-margin", type=float, default=1.0, show_default=True)
+@click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True)
+@click.option("--methods", default=",".join(METHODS), help="Attribution methods [default: all].")
+@click.option("--max-regions", type=click.IntRange(0, 4), default=2, show_default=True)
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None)
+@click.option("--arch", default=None, metavar="MODULE:CLASS")
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option("--worker-id", default=None, help="This worker's name [default: HOST-PID].")
+@click.option(
+    "--heartbeat-interval",
+    type=click.IntRange(min=1),
+    default=30,
+    show_default=True,
+    help="Seconds between heartbeats of this worker's running trials.",
+)
+@click.option(
+    "--grace-period",
+    type=click.IntRange(min=1),
+    default=120,
+    show_default=True,
+    help="Seconds without a heartbeat before another worker fails a running trial.",
+)
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Wait for studies busy with other workers instead of leaving them to those workers.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@handle_errors
+def worker(
+    folder: Path,
+    storage: str | None,
+    trials: int,
+    trials_per_batch: int,
+    min_preserve: float,
+    min_margin: float,
+    sampler: str,
+    methods: str,
+    max_regions: int,
+    model_path: Path | None,
+    arch: str | None,
+    device: str,
+    worker_id: str | None,
+    heartbeat_interval: int,
+    grace_period: int,
+    wait: bool,
+    fmt: str,
+) -> None:
+    """Work on the studies of a folder, shared with any number of other workers.
+
+    Start as many as you like, on one machine (the default journal file) or many (one
+    PostgreSQL --storage). Each takes studies that still need trials and no other worker is
+    running; when every study holds --trials COMPLETE trials, each prints the results table.
+    """
+    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown or not chosen:
+        raise click.BadParameter(
+            f"unknown method(s) {', '.join(unknown) or '(none)'}; "
+            f"choose from {', '.join(METHODS)}.",
+            param_hint="--methods",
+        )
+    paths = list_images(folder)
+    model = load_model(model_path, device=resolve_device(device), arch=arch)
+    space = SearchSpace(methods=chosen, max_regions=max_regions)
+    backend = open_storage(
+        storage, heartbeat_interval=heartbeat_interval, grace_period=grace_period
+    )
+    jobs = []
+    for path in paths:
+        image = load_image(path, num_classes=model.num_classes)
+        settings = settings_for(
+            image,
+            model_path=model_path,
+            arch=arch,
+            min_preserve=min_preserve,
+            min_margin=min_margin,
+            sampler=sampler,
+            space=space,
+        )
+        jobs.append(Job(settings, image.pixels, image.label))
+
+    name = worker_id or default_worker_id()
+    device_used = next(model.parameters()).device
+    err.print(
+        f"worker {name}: {len(jobs)} studies, {trials} trials each, on {device_used} "
+        f"(batch {batch_size_for(device_used)})",
+        highlight=False,
+    )
+
+    def show(study: str, complete: int, p: Progress) -> None:
+        best = "" if p.best_preserved is None else f", best {p.best_preserved:.2%} kept"
+        err.print(f"{study}: {complete}/{trials} complete{best}", highlight=False)
+
+    try:
+        report = run_worker(
+            backend,
+            jobs,
+            model,
+            trials,
+            worker=name,
+            trials_per_batch=trials_per_batch,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            wait=wait,
+            on_batch=show,
+        )
+    except KeyboardInterrupt:
+        err.print(
+            "Interrupted: the trials already scored are saved; start the worker again to continue."
+        )
+        sys.exit(EXIT_INTERRUPTED)
+    err.print(
+        f"worker {name}: told {sum(report.told.values())} trials in {len(report.told)} "
+        f"studies, {report.surplus} surplus, {report.stale_failed} stale failed",
+        highlight=False,
+    )
+    _print(_collect(backend, jobs, model), fmt)
+
+
+def _collect(backend: BaseStorage, jobs: list[Job], model: Classifier) -> list[RunResult]:
+    """The folder's results table, read from storage, with each study's best edit exported."""
+    results = []
+    for job in jobs:
+        study = load_study(backend, job.study_name)
+        ctx = EditContext(model, job.pixels, job.label)
+        complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        edited = margin = preserved = export = None
+        try:
+            png = export_trial(study, pick_trial(study), ctx, DEFAULT_RUNS_DIR / study.study_name)
+        except NoFeasibleEditError:
+            pass  # The table shows '-' for a study without a feasible edit.
+        else:
+            record = json.loads(png.with_suffix(".json").read_text())
+            edited, margin = record["edited_prediction"], record["margin"]
+            preserved, export = record["preserved"], str(png)
+        results.append(
+            RunResult(
+                image=job.settings.image,
+                label=job.label,
+                original_prediction=ctx.predicted,
+                edited_prediction=edited,
+                margin=margin,
+                preserved=preserved,
+                trials=complete,
+                study=study.study_name,
+                export=export,
+                seconds=0.0,
+            )
+        )
+    return results
+
+
+def _print(results: list[RunResult], fmt: str) -> None:
+    if fmt == "json":
+        for r in results:
+            record = r.to_dict()
+            record.pop("seconds", None)
+            click.echo(json.dumps(record))
+        return
+    table = Table(title="edit-search results")
+    for column in ("image", "true", "predicted", "edited", "margin", "preserved", "trials"):
+        justify = "right" if column in ("margin", "preserved", "trials") else "left"
+        table.add_column(column, justify=justify)
+    table.add_column("study")
+    table.add_column("export")
+    for r in results:
+        table.add_row(
+            r.image,
+            str(r.label),
+            str(r.original_prediction),
+            "-" if r.edited_prediction is None else str(r.edited_prediction),
+            "-" if r.margin is None else f"{r.margin:.3f}",
+            "-" if r.preserved is None else f"{r.preserved:.2%}",
+            str(r.trials),
+            r.study,
+            r.export or "-",
+        )
+    print_table(table)
