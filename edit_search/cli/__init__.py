@@ -7,6 +7,7 @@ import click
 from edit_search import __version__
 from edit_search.cli._common import configure_logging
 from edit_search.cli.run import run
+from edit_search.cli.explain import explain
 from edit_search.cli.verify import verify
 from edit_search.cli.worker import worker
 
@@ -21,4 +22,5 @@ def main(debug: bool) -> None:
 
 main.add_command(run)
 main.add_command(verify)
+main.add_command(explain)
 main.add_command(worker)
