@@ -7,7 +7,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from edit_search import __version__
 from edit_search.data.checkpoint import DEFAULT_CHECKPOINT, file_sha256, load_model
 from edit_search.data.images import LoadedImage, load_image, png_bytes, write_atomic
 from edit_search.data.model import Classifier
-from edit_search.errors import NoFeasibleEditError
+from edit_search.errors import InputError, NoFeasibleEditError
 from edit_search.optimizer import (
     RECIPE_KEY,
     SETTINGS_KEY,
@@ -28,14 +28,21 @@ from edit_search.optimizer import (
     Progress,
     StudySettings,
     create_or_resume,
+    fail_stale_trials,
+    load_settings,
     optimize,
+    record_target,
+    register_worker,
+    remaining_trials,
 )
+from edit_search.pictures import PlotPoint, Prediction, panel_png, pareto_png
 from edit_search.search_spaces import Recipe, SearchSpace, apply_recipe
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_RUNS_DIR = Path("runs")
 PICKS = ("most-preserved", "largest-margin")
+DEFAULT_TRIALS = 48
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,120 @@ def is_feasible(trial: FrozenTrial) -> bool:
     return all(v <= 0.0 for v in trial.constraints.values())
 
 
+def pareto_indices(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point dominates, both coordinates maximized.
+
+    A point is dominated when another is at least as large in both coordinates and larger in
+    one; equal points do not dominate each other. Points with a NaN or infinite coordinate
+    are never on the front.
+
+    Args:
+        points: (margin, preserved) pairs.
+
+    Returns:
+        The front's indices in ascending order.
+    """
+    finite = [i for i, (a, b) in enumerate(points) if math.isfinite(a) and math.isfinite(b)]
+    # Largest margin first; a point is on the front when it preserves more than every point
+    # before it, or equals the last point put on the front.
+    order = sorted(finite, key=lambda i: (-points[i][0], -points[i][1]))
+    front: list[int] = []
+    best = -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+        elif front and tuple(points[i]) == tuple(points[front[-1]]):
+            front.append(i)
+    return sorted(front)
+
+
+def pareto_front(study: optuna.Study, *, feasible: bool = True) -> list[FrozenTrial]:
+    """The Pareto front of margin x preserved among feasible (or infeasible) trials.
+
+    Sorted by preserved share, most preserved first.
+    """
+    trials = [t for t in completed_trials(study) if is_feasible(t) == feasible]
+    front = [trials[i] for i in pareto_indices([(t.values[0], t.values[1]) for t in trials])]
+    return sorted(front, key=lambda t: (-t.values[1], -t.values[0], t.number))
+
+
+def plot_points(study: optuna.Study) -> list[PlotPoint]:
+    """Every scored trial of a study, marked feasible or not and on its front or not."""
+    on_front = {t.number for t in pareto_front(study)}
+    on_front |= {t.number for t in pareto_front(study, feasible=False)}
+    return [
+        PlotPoint(t.number, t.values[0], t.values[1], is_feasible(t), t.number in on_front)
+        for t in completed_trials(study)
+    ]
+
+
+def write_pareto_plot(study: optuna.Study, path: Path) -> Path:
+    """Draw a study's trials, front and constraint into a PNG at ``path``."""
+    settings = StudySettings.from_dict(study.user_attrs[SETTINGS_KEY])
+    picture = pareto_png(
+        plot_points(study),
+        min_preserve=settings.min_preserve,
+        title=f"{study.study_name}: {settings.image}, true class {settings.label}",
+    )
+    write_atomic(path, picture)
+    return path
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """One study, as ``edit-search studies`` lists it.
+
+    Attributes:
+        study: the study's name.
+        image: the image's file name.
+        label: the true class.
+        min_preserve: the constraint.
+        trials: complete trials.
+        failed: failed trials.
+        running: trials still marked RUNNING.
+        feasible: complete trials that keep ``min_preserve`` of the pixels.
+        best_preserved: the most preserved share of a feasible trial that makes the model
+            right, or None when there is none.
+        best_margin: that trial's margin.
+    """
+
+    study: str
+    image: str
+    label: int
+    min_preserve: float
+    trials: int
+    failed: int
+    running: int
+    feasible: int
+    best_preserved: float | None
+    best_margin: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarize(study: optuna.Study) -> StudySummary:
+    """The summary of one edit-search study."""
+    settings = StudySettings.from_dict(study.user_attrs[SETTINGS_KEY])
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    feasible = [t for t in completed_trials(study) if is_feasible(t)]
+    right = [t for t in feasible if t.values[0] > 0]
+    best = max(right, key=lambda t: (t.values[1], t.values[0]), default=None)
+    return StudySummary(
+        study=study.study_name,
+        image=settings.image,
+        label=settings.label,
+        min_preserve=settings.min_preserve,
+        trials=states.count(TrialState.COMPLETE),
+        failed=states.count(TrialState.FAIL),
+        running=states.count(TrialState.RUNNING),
+        feasible=len(feasible),
+        best_preserved=best.values[1] if best else None,
+        best_margin=best.values[0] if best else None,
+    )
+
+
 def pick_trial(
     study: optuna.Study, pick: str = "most-preserved", min_margin: float | None = None
 ) -> FrozenTrial:
@@ -118,22 +239,56 @@ def context_for(settings: StudySettings, device: str | torch.device = "cpu") -> 
     return EditContext(model, image.pixels, image.label)
 
 
-def export_trial(study: optuna.Study, trial: FrozenTrial, ctx: EditContext, out_dir: Path) -> Path:
-    """Write the trial's edit as a PNG and its recipe JSON beside it; returns the PNG's path.
+def find_trial(study: optuna.Study, number: int) -> FrozenTrial:
+    """A complete, scored trial of a study by its number.
+
+    Raises:
+        InputError: no such trial, or it did not complete with a recipe.
+    """
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        raise InputError(
+            f"study {study.study_name!r} has no trial {number} (its trials are 0-"
+            f"{len(trials) - 1}); 'edit-search pareto {study.study_name}' lists the best ones."
+        )
+    trial = trials[number]
+    if trial not in completed_trials(study):
+        raise InputError(
+            f"trial {number} of study {study.study_name!r} is {trial.state.name}, not a scored "
+            "edit; pick a complete trial ('edit-search pareto' lists them)."
+        )
+    return trial
+
+
+def _predictions(ctx: EditContext, logits: torch.Tensor) -> Prediction:
+    probabilities = torch.softmax(logits.to(torch.float64), dim=0)  # (C,)
+    return Prediction(int(logits.argmax()), [round(float(p), 6) for p in probabilities])
+
+
+def export_trial(
+    study: optuna.Study,
+    trial: FrozenTrial,
+    ctx: EditContext,
+    out_dir: Path,
+    name: str | None = None,
+) -> Path:
+    """Write the trial's edit as a PNG, its recipe JSON and its panel; returns the PNG's path.
 
     The edit is rebuilt from the recipe and scored again, so what is written is exactly what
-    is reported.
+    is reported. Files: ``NAME.png``, ``NAME.json`` and ``NAME_panel.png`` in ``out_dir``;
+    ``NAME`` is the image's stem unless given.
     """
     settings = StudySettings.from_dict(study.user_attrs[SETTINGS_KEY])
     recipe = Recipe.from_dict(trial.user_attrs[RECIPE_KEY])
-    attribution = ctx.attributions.get(recipe.method, recipe.target)
+    attribution = ctx.attributions.get(recipe.method, recipe.target)  # (28, 28)
     edit = apply_recipe(ctx.pixels, attribution, recipe)  # (28, 28) uint8
     scores = ctx.score(edit[None])
-    probabilities = torch.softmax(scores.logits, dim=1)[0]
-    original_probabilities = torch.softmax(ctx.original.logits, dim=1)[0]
+    before = _predictions(ctx, ctx.original.logits[0])
+    after = _predictions(ctx, scores.logits[0])
+    edited_png = png_bytes(edit.cpu())
 
-    stem = Path(settings.image).stem
-    png_path = out_dir / f"{stem}.png"
+    png_path = out_dir / f"{name or Path(settings.image).stem}.png"
+    panel_path = png_path.with_name(f"{png_path.stem}_panel.png")
     record = {
         "tool": "edit-search",
         "version": __version__,
@@ -147,18 +302,33 @@ def export_trial(study: optuna.Study, trial: FrozenTrial, ctx: EditContext, out_
         "min_preserve": settings.min_preserve,
         "min_margin": settings.min_margin,
         "recipe": recipe.to_dict(),
+        "params": dict(trial.params),
         "description": recipe.describe(),
         "margin": float(scores.margin[0]),
         "preserved": float(scores.preserved[0]),
+        "feasible": is_feasible(trial),
         "changed_pixels": int(torch.count_nonzero(edit != ctx.pixels)),
         "original_prediction": ctx.predicted,
         "edited_prediction": int(scores.predicted[0]),
-        "original_probabilities": [round(float(p), 6) for p in original_probabilities],
-        "edited_probabilities": [round(float(p), 6) for p in probabilities],
-        "edited_png_sha256": hashlib.sha256(png_bytes(edit.cpu())).hexdigest(),
+        "original_probabilities": list(before.probabilities),
+        "edited_probabilities": list(after.probabilities),
+        "edited_png_sha256": hashlib.sha256(edited_png).hexdigest(),
+        "panel": panel_path.name,
     }
-    write_atomic(png_path, png_bytes(edit.cpu()))
+    panel = panel_png(
+        ctx.pixels,
+        attribution,
+        edit,
+        label=settings.label,
+        before=before,
+        after=after,
+        attribution_title=f"{recipe.method} [{recipe.target}]",
+        title=f"{settings.image} (true {settings.label}), trial {trial.number}: "
+        f"{recipe.describe()}",
+    )
+    write_atomic(png_path, edited_png)
     write_atomic(png_path.with_suffix(".json"), (json.dumps(record, indent=2) + "\n").encode())
+    write_atomic(panel_path, panel)
     return png_path
 
 
@@ -195,7 +365,7 @@ def run_study(
     model: Classifier,
     image: LoadedImage,
     *,
-    n_trials: int,
+    n_trials: int | None,
     out_dir: Path | None = None,
     study_name: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
@@ -208,7 +378,8 @@ def run_study(
         settings: from ``settings_for``.
         model: the classifier.
         image: the digit.
-        n_trials: trials to add.
+        n_trials: trials to add; None completes the study's last recorded target of
+            complete trials (``DEFAULT_TRIALS`` more when it has reached it).
         out_dir: where exports go; None means ``runs/STUDY``.
         study_name: a name to use instead of the derived one.
         on_progress: called after every batch of trials.
@@ -220,6 +391,12 @@ def run_study(
     """
     started = time.perf_counter()
     study = create_or_resume(storage, settings, study_name)
+    register_worker(study)
+    # Trials a killed process left RUNNING are failed, so the study is whole again.
+    fail_stale_trials(study)
+    if n_trials is None:
+        n_trials = remaining_trials(study) or DEFAULT_TRIALS
+    record_target(study, n_trials)
     if on_study is not None:
         on_study(study)
     ctx = EditContext(model, image.pixels, image.label)
@@ -240,4 +417,47 @@ def run_study(
         study=study.study_name,
         export=str(png_path),
         seconds=time.perf_counter() - started,
+    )
+
+
+def resume_study(
+    storage: optuna.storages.BaseStorage,
+    study_name: str,
+    *,
+    n_trials: int | None = None,
+    device: str | torch.device = "cpu",
+    out_dir: Path | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_study: Callable[[optuna.Study], None] | None = None,
+) -> RunResult:
+    """More trials on an existing study, with the image, model and settings it recorded.
+
+    Raises:
+        StudyError: no such study, or its image or model changed since.
+        InputError: its image or model file can no longer be read.
+    """
+    stored = load_settings(storage, study_name)
+    model = load_model(
+        stored.model_path, device=device, arch=None if stored.arch == "SmallCNN" else stored.arch
+    )
+    image = load_image(stored.image_path, label=stored.label, num_classes=model.num_classes)
+    settings = settings_for(
+        image,
+        model_path=stored.model_path,
+        arch=None if stored.arch == "SmallCNN" else stored.arch,
+        min_preserve=stored.min_preserve,
+        min_margin=stored.min_margin,
+        sampler=stored.sampler,
+        space=stored.space,
+    )
+    return run_study(
+        storage,
+        settings,
+        model,
+        image,
+        n_trials=n_trials,
+        out_dir=out_dir,
+        study_name=study_name,
+        on_progress=on_progress,
+        on_study=on_study,
     )

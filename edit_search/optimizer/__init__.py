@@ -5,6 +5,12 @@ This is the only part of the package that talks to Optuna's storage.
 
 from edit_search.optimizer._context import EditContext, Scores
 from edit_search.optimizer._loop import RECIPE_KEY, Progress, choose, optimize
+from edit_search.optimizer._recovery import (
+    fail_stale_trials,
+    record_target,
+    register_worker,
+    remaining_trials,
+)
 from edit_search.optimizer._storage import DEFAULT_STORAGE, all_study_names, open_storage
 from edit_search.optimizer._study import (
     HAND_RECIPES,
@@ -32,9 +38,13 @@ __all__ = [
     "all_study_names",
     "choose",
     "create_or_resume",
+    "fail_stale_trials",
     "load_settings",
     "load_study",
     "make_sampler",
     "open_storage",
     "optimize",
+    "record_target",
+    "register_worker",
+    "remaining_trials",
 ]
