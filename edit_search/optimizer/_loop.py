@@ -4,6 +4,10 @@ One Optuna trial costs milliseconds of bookkeeping while the model scores an edi
 microseconds, so a trial is a recipe family and the loop sweeps every top-k count and strength
 of it at once. A batch of trials is asked for, every edit of every trial is scored in the same
 forward passes, and each trial is told its best edit.
+
+The last trial of a call polishes: it takes the best safe edit so far and tries undoing each
+changed pixel (all of them in one pass per step), keeping every undo that holds the margin; the
+undone pixels become the recipe's ``keep`` list, so the polished edit is an exact recipe too.
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ import torch
 
 from edit_search.objectives import constraint
 from edit_search.optimizer._context import EditContext, Scores
+from edit_search.optimizer._recovery import interrupts_deferred, set_constraint
 from edit_search.optimizer._study import SETTINGS_KEY, StudySettings
 from edit_search.search_spaces import (
     NUM_PIXELS,
     Family,
     Recipe,
+    apply_recipe,
     edit_sweep,
+    pixel_operation,
     ranking,
     suggest_family,
     sweep_counts,
@@ -58,6 +65,7 @@ class _Job:
     family: Family
     counts: torch.Tensor
     strengths: torch.Tensor
+    keep: tuple[int, ...] = ()
 
 
 def choose(
@@ -89,6 +97,7 @@ def choose(
 def _prepare(trial: optuna.Trial, settings: StudySettings, ctx: EditContext) -> _Job:
     family = suggest_family(trial, settings.space)
     fixed_pixels = trial.user_attrs.get("fixed_pixels")
+    keep = tuple(int(i) for i in trial.user_attrs.get("fixed_keep", ()))
     if fixed_pixels is not None:
         counts = [int(fixed_pixels)]
         strengths = [float(trial.user_attrs["fixed_strength"])]
@@ -100,6 +109,7 @@ def _prepare(trial: optuna.Trial, settings: StudySettings, ctx: EditContext) -> 
         family,
         torch.tensor(counts, dtype=torch.int64, device=ctx.device),
         torch.tensor(strengths, dtype=torch.float32, device=ctx.device),
+        keep,
     )
 
 
@@ -107,8 +117,9 @@ def _edits(job: _Job, ctx: EditContext) -> torch.Tensor:
     family = job.family
     attribution = ctx.attributions.get(family.method, family.target)
     rank = ranking(attribution, family.polarity, ctx.pixels, family.operation)
+    operation = pixel_operation(attribution, family.polarity, family.operation)
     return edit_sweep(
-        ctx.pixels, rank, job.counts, job.strengths, family.operation, family.regions
+        ctx.pixels, rank, job.counts, job.strengths, operation, family.regions, job.keep
     )
 
 
@@ -137,6 +148,7 @@ def _tell(
         family.operation,
         round(strength, 6),
         family.regions,
+        job.keep,
     )
     value_margin = float(scores.margin[best])
     value_preserved = float(scores.preserved[best])
@@ -145,7 +157,7 @@ def _tell(
     trial.set_user_attr("edited_prediction", int(scores.predicted[best]))
     trial.set_user_attr("edits_scored", int(len(scores.margin)))
     violation = constraint(scores.preserved[best], settings.min_preserve)
-    trial.set_constraint("min_preserve", float(violation))
+    set_constraint(trial, "min_preserve", float(violation))
     study.tell(trial, [value_margin, value_preserved])
     return value_margin, value_preserved
 
@@ -156,6 +168,7 @@ def optimize(
     n_trials: int,
     *,
     trials_per_batch: int = 8,
+    polish: bool = True,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> None:
     """Run up to ``n_trials`` more trials of a study on one image.
@@ -168,33 +181,22 @@ def optimize(
         ctx: the image and model the study is about.
         n_trials: how many trials to add at most.
         trials_per_batch: trials asked for before their edits are scored together.
+        polish: spend the last trial on pruning the best safe edit (when ``n_trials`` >= 2).
         on_progress: called after every batch.
 
     A KeyboardInterrupt leaves every told trial in storage; trials asked but not yet told are
     marked failed, so none stays RUNNING.
     """
     settings = StudySettings.from_dict(study.user_attrs[SETTINGS_KEY])
+    polish = polish and n_trials >= 2
+    searched = n_trials - 1 if polish else n_trials
     best: tuple[float, float] | None = None  # (preserved, margin)
     done = 0
     while done < n_trials:
-        pending: list[_Job] = []
-        results: list[tuple[float, float] | None] = []
-        try:
-            for _ in range(min(trials_per_batch, n_trials - done)):
-                pending.append(_prepare(study.ask(), settings, ctx))
-            edits = [_edits(job, ctx) for job in pending]
-            scores = ctx.score(torch.cat(edits))
-            start = 0
-            for job, batch in zip(list(pending), edits, strict=True):
-                part = _slice(scores, start, start + batch.shape[0])
-                start += batch.shape[0]
-                results.append(_tell(study, job, part, settings))
-                pending.remove(job)
-        except BaseException:
-            for job in pending:
-                study.tell(job.trial, state=optuna.trial.TrialState.FAIL)
-            raise
-
+        size = min(trials_per_batch, searched - done) if done < searched else 1
+        if done >= searched:
+            _enqueue_polish(study, ctx, settings)
+        results = _run_batch(study, ctx, settings, size)
         for result in results:
             if result is None:
                 continue
@@ -207,6 +209,107 @@ def optimize(
             on_progress(Progress(done, n_trials, *(best or (None, None))))
         if best is not None and best[0] >= 1.0 - 1.0 / NUM_PIXELS - 1e-12:
             break
+
+
+def _run_batch(
+    study: optuna.Study, ctx: EditContext, settings: StudySettings, size: int
+) -> list[tuple[float, float] | None]:
+    """Ask ``size`` trials, score all their edits together, tell each its best edit."""
+    untold: list[optuna.Trial] = []
+    jobs: list[_Job] = []
+    results: list[tuple[float, float] | None] = []
+    try:
+        for _ in range(size):
+            # Ctrl-C waits until the asked trial is on the list of trials to close.
+            with interrupts_deferred():
+                untold.append(study.ask())
+            jobs.append(_prepare(untold[-1], settings, ctx))
+        edits = [_edits(job, ctx) for job in jobs]
+        scores = ctx.score(torch.cat(edits))
+        start = 0
+        for job, batch in zip(jobs, edits, strict=True):
+            part = _slice(scores, start, start + batch.shape[0])
+            start += batch.shape[0]
+            with interrupts_deferred():
+                results.append(_tell(study, job, part, settings))
+                untold.remove(job.trial)
+    except BaseException:
+        for trial in untold:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        raise
+    return results
+
+
+def _best_safe(study: optuna.Study, settings: StudySettings) -> optuna.trial.FrozenTrial | None:
+    """The feasible trial with the most preserved pixels at the safety margin, if any."""
+    safe = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if t.values is not None
+        and RECIPE_KEY in t.user_attrs
+        and t.values[0] >= settings.min_margin
+        and t.values[1] >= settings.min_preserve - 1e-12
+    ]
+    return max(safe, key=lambda t: (t.values[1], t.values[0]), default=None)
+
+
+def prune(
+    ctx: EditContext, edit: torch.Tensor, min_margin: float, keep: tuple[int, ...] = ()
+) -> tuple[int, ...]:
+    """Undo changed pixels of an edit one at a time while the margin stays >= ``min_margin``.
+
+    Each step scores every single undo in one pass and keeps the one with the largest margin.
+
+    Args:
+        ctx: the image and model.
+        edit: uint8, shape (28, 28).
+        min_margin: the margin every step must keep.
+        keep: pixels already undone.
+
+    Returns:
+        ``keep`` extended by the undone pixels' flat indices.
+    """
+    original = ctx.pixels.reshape(-1)
+    current = edit.reshape(-1).clone()  # (784,)
+    undone = list(keep)
+    while True:
+        changed = (current != original).nonzero().reshape(-1)  # (n,)
+        if len(changed) <= 1:
+            break
+        trials = current.repeat(len(changed), 1)  # (n, 784)
+        rows = torch.arange(len(changed), device=trials.device)
+        trials[rows, changed] = original[changed]
+        margins = ctx.score(trials.reshape(-1, 28, 28)).margin  # (n,)
+        best = int(torch.argmax(margins))
+        # A small allowance: the polished trial is scored again in another batch, where float
+        # sums may differ in the last bits, and must still reach the margin there.
+        if not float(margins[best]) >= min_margin + 1e-4:
+            break
+        pixel = int(changed[best])
+        current[pixel] = original[pixel]
+        undone.append(pixel)
+    return tuple(sorted(undone))
+
+
+def _enqueue_polish(study: optuna.Study, ctx: EditContext, settings: StudySettings) -> None:
+    """Enqueue the pruned best safe edit as the next trial; nothing when there is none."""
+    trial = _best_safe(study, settings)
+    if trial is None:
+        return
+    recipe = Recipe.from_dict(trial.user_attrs[RECIPE_KEY])
+    attribution = ctx.attributions.get(recipe.method, recipe.target)
+    edit = apply_recipe(ctx.pixels, attribution, recipe)
+    keep = prune(ctx, edit, settings.min_margin, recipe.keep)
+    if keep == recipe.keep:
+        return
+    study.enqueue_trial(
+        trial.params,
+        user_attrs={
+            "fixed_pixels": recipe.pixels,
+            "fixed_strength": recipe.strength,
+            "fixed_keep": list(keep),
+        },
+    )
 
 
 def _slice(scores: Scores, start: int, stop: int) -> Scores:

@@ -25,9 +25,11 @@ HAND_RECIPES = (
     ("lighten", 0.30, 0.5),
     ("darken", 0.20, 0.9),
 )
-# Recipe families that rank pixels by exactly what changing one of them does to the margin;
-# swept like any sampled trial, they give every study a strong first front.
+# Recipe families that rank pixels by exactly what changing one of them does to the margin (the
+# greedy sequence of one-pixel changes first); swept like any sampled trial, they give every
+# study a strong first front.
 WARM_FAMILIES = (
+    ("greedy", "margin", "positive", "push"),
     ("occlusion_white", "margin", "positive", "lighten"),
     ("occlusion", "margin", "positive", "darken"),
     ("integrated_gradients_white", "margin", "positive", "lighten"),

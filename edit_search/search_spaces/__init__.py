@@ -5,11 +5,20 @@ from edit_search.search_spaces._edits import (
     apply_regions,
     edit_sweep,
     operate,
+    pixel_operation,
+    push_lighten,
     quantize,
     ranking,
     region_mask,
 )
-from edit_search.search_spaces._recipe import NUM_PIXELS, OPERATIONS, POLARITIES, Recipe, Region
+from edit_search.search_spaces._recipe import (
+    NUM_PIXELS,
+    OPERATIONS,
+    POLARITIES,
+    TOPK_OPERATIONS,
+    Recipe,
+    Region,
+)
 from edit_search.search_spaces._space import (
     DEFAULT_STRENGTHS,
     Family,
@@ -23,6 +32,7 @@ __all__ = [
     "NUM_PIXELS",
     "OPERATIONS",
     "POLARITIES",
+    "TOPK_OPERATIONS",
     "Family",
     "Recipe",
     "Region",
@@ -31,6 +41,8 @@ __all__ = [
     "apply_regions",
     "edit_sweep",
     "operate",
+    "pixel_operation",
+    "push_lighten",
     "quantize",
     "ranking",
     "region_mask",

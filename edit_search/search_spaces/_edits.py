@@ -7,6 +7,33 @@ import torch
 from edit_search.search_spaces._recipe import Recipe, Region
 
 
+def _signed(attribution: torch.Tensor, polarity: str) -> torch.Tensor:
+    score = attribution.reshape(-1).to(torch.float64)  # (784,)
+    if polarity == "negative":
+        return -score
+    if polarity == "absolute":
+        return score.abs()
+    return score
+
+
+def push_lighten(attribution: torch.Tensor, polarity: str) -> torch.Tensor:
+    """Which pixels ``push`` lightens: those whose signed map value is >= 0, bool (784,).
+
+    A positive value says more ink helps, a negative one says less ink helps; ``negative``
+    polarity flips that, ``absolute`` lightens every pixel.
+    """
+    return _signed(attribution, polarity) >= 0
+
+
+def pixel_operation(
+    attribution: torch.Tensor, polarity: str, operation: str
+) -> str | torch.Tensor:
+    """The operation per pixel: the name itself, or for ``push`` the bool (784,) lighten mask."""
+    if operation == "push":
+        return push_lighten(attribution, polarity)
+    return operation
+
+
 def ranking(
     attribution: torch.Tensor, polarity: str, pixels: torch.Tensor, operation: str
 ) -> torch.Tensor:
@@ -16,18 +43,20 @@ def ranking(
         attribution: the map, shape (28, 28).
         polarity: ``positive``, ``negative`` or ``absolute``.
         pixels: the image's uint8 values, shape (28, 28).
-        operation: ``lighten`` or ``darken``.
+        operation: ``lighten``, ``darken`` or ``push`` (each pixel moved the way its signed
+            map value says helps, ranked by the value's magnitude).
 
     Returns:
         rank (784,) int64, 0 for the first pixel to change; ineligible pixels get 784.
     """
-    score = attribution.reshape(-1).to(torch.float64)  # (784,)
-    if polarity == "negative":
-        score = -score
-    elif polarity == "absolute":
-        score = score.abs()
+    score = _signed(attribution, polarity)
     flat = pixels.reshape(-1)
-    eligible = flat < 255 if operation == "lighten" else flat > 0
+    if operation == "push":
+        lighten = score >= 0
+        eligible = torch.where(lighten, flat < 255, flat > 0)
+        score = score.abs()
+    else:
+        eligible = flat < 255 if operation == "lighten" else flat > 0
     score = torch.where(eligible, score, torch.full_like(score, float("-inf")))
     order = torch.sort(score, descending=True, stable=True).indices  # (784,)
     rank = torch.empty_like(order)
@@ -68,8 +97,9 @@ def edit_sweep(
     rank: torch.Tensor,
     counts: torch.Tensor,
     strengths: torch.Tensor,
-    operation: str,
+    operation: str | torch.Tensor,
     regions: tuple[Region, ...] = (),
+    keep: tuple[int, ...] = (),
 ) -> torch.Tensor:
     """Every (count, strength) combination of one ranked top-k edit, in one tensor op.
 
@@ -78,8 +108,10 @@ def edit_sweep(
         rank: from ``ranking``, shape (784,).
         counts: top-k pixel counts, int64 (K,).
         strengths: strengths in (0, 1], float (S,).
-        operation: ``lighten`` or ``darken``.
+        operation: ``lighten`` or ``darken``, or a bool (784,) mask of the pixels to lighten
+            (the others are darkened), from ``pixel_operation``.
         regions: applied after the top-k edit.
+        keep: flat pixel indices restored to their original value after everything else.
 
     Returns:
         uint8 edits, shape (K * S, 28, 28), count-major: row ``i * S + j`` is
@@ -87,11 +119,18 @@ def edit_sweep(
     """
     image = pixels.reshape(1, -1).to(torch.float32) / 255.0  # (1, 784)
     selected = rank[None, :] < counts[:, None]  # (K, 784)
-    lighten = torch.tensor(operation == "lighten", device=image.device)
+    if isinstance(operation, str):
+        lighten = torch.tensor(operation == "lighten", device=image.device)
+    else:
+        lighten = operation.reshape(1, -1).to(image.device)  # (1, 784)
     changed = operate(image, lighten, strengths.to(torch.float32)[:, None])  # (S, 784)
     edited = torch.where(selected[:, None, :], changed[None, :, :], image[None])  # (K, S, 784)
     edited = apply_regions(edited.reshape(-1, image.shape[1]), regions)
-    return quantize(edited).reshape(-1, 28, 28)
+    edits = quantize(edited)  # (K * S, 784)
+    if keep:
+        index = torch.tensor(keep, dtype=torch.int64, device=edits.device)
+        edits[:, index] = pixels.reshape(-1)[index]
+    return edits.reshape(-1, 28, 28)
 
 
 def quantize(images: torch.Tensor) -> torch.Tensor:
@@ -113,4 +152,7 @@ def apply_recipe(pixels: torch.Tensor, attribution: torch.Tensor, recipe: Recipe
     rank = ranking(attribution, recipe.polarity, pixels, recipe.operation)
     counts = torch.tensor([recipe.pixels], device=pixels.device)
     strengths = torch.tensor([recipe.strength], device=pixels.device)
-    return edit_sweep(pixels, rank, counts, strengths, recipe.operation, recipe.regions)[0]
+    operation = pixel_operation(attribution, recipe.polarity, recipe.operation)
+    return edit_sweep(
+        pixels, rank, counts, strengths, operation, recipe.regions, recipe.keep
+    )[0]

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# Operations of a region, and of the top-k pixels; ``push`` moves each top-k pixel the way its
+# signed attribution says helps (lighten where positive, darken where negative).
 OPERATIONS = ("lighten", "darken")
+TOPK_OPERATIONS = ("lighten", "darken", "push")
 POLARITIES = ("positive", "negative", "absolute")
 NUM_PIXELS = 28 * 28
 
@@ -40,10 +43,13 @@ class Recipe:
         target: ``true``, ``predicted`` or ``margin``.
         polarity: rank by the map (``positive``), its negation, or its absolute value.
         pixels: how many top-ranked pixels are changed (the top-k, as a count).
-        operation: ``lighten`` or ``darken`` for those pixels; only pixels the operation can
-            change (not already white for lighten, not already black for darken) are ranked.
+        operation: ``lighten``, ``darken`` or ``push`` for those pixels; only pixels the
+            operation can change (not already white for lighten, not already black for darken)
+            are ranked.
         strength: s in (0, 1].
         regions: rectangles applied after the top-k edit, in order.
+        keep: flat pixel indices (row * 28 + column) left unchanged after everything else;
+            the search's final prune records the changes it found unnecessary here.
     """
 
     method: str
@@ -53,6 +59,7 @@ class Recipe:
     operation: str
     strength: float
     regions: tuple[Region, ...] = field(default=())
+    keep: tuple[int, ...] = field(default=())
 
     @property
     def top_k(self) -> float:
@@ -63,17 +70,19 @@ class Recipe:
         """A JSON-ready dict; ``from_dict`` reads it back."""
         data = asdict(self)
         data["regions"] = [asdict(r) for r in self.regions]
+        data["keep"] = list(self.keep)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
-        """Rebuild a recipe from ``to_dict`` output."""
+        """Rebuild a recipe from ``to_dict`` output; recipes without ``keep`` read as before."""
         fields = {k: data[k] for k in ("method", "target", "polarity", "operation")}
         regions = tuple(Region(**r) for r in data.get("regions", ()))
         return cls(
             pixels=int(data["pixels"]),
             strength=float(data["strength"]),
             regions=regions,
+            keep=tuple(int(i) for i in data.get("keep", ())),
             **fields,
         )
 
@@ -85,4 +94,6 @@ class Recipe:
         )
         for r in self.regions:
             text += f" + {r.operation} {r.strength:.2f} @({r.x},{r.y},{r.width}x{r.height})"
+        if self.keep:
+            text += f" keeping {len(self.keep)} px"
         return text

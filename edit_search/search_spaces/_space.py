@@ -13,7 +13,13 @@ from typing import Any
 import optuna
 
 from edit_search.attribution import METHODS, TARGETS
-from edit_search.search_spaces._recipe import NUM_PIXELS, OPERATIONS, POLARITIES, Region
+from edit_search.search_spaces._recipe import (
+    NUM_PIXELS,
+    OPERATIONS,
+    POLARITIES,
+    TOPK_OPERATIONS,
+    Region,
+)
 
 DEFAULT_STRENGTHS = (0.25, 0.5, 0.75, 1.0)
 
@@ -35,7 +41,7 @@ class SearchSpace:
     methods: tuple[str, ...] = METHODS
     targets: tuple[str, ...] = TARGETS
     polarities: tuple[str, ...] = POLARITIES
-    operations: tuple[str, ...] = OPERATIONS
+    operations: tuple[str, ...] = TOPK_OPERATIONS
     strengths: tuple[float, ...] = DEFAULT_STRENGTHS
     max_regions: int = 2
     max_region_size: int = 6
