@@ -6,8 +6,10 @@ import click
 
 from edit_search import __version__
 from edit_search.cli._common import configure_logging
-from edit_search.cli.run import run
+from edit_search.cli.analyze import analyze
 from edit_search.cli.explain import explain
+from edit_search.cli.run import run
+from edit_search.cli.studies import apply_command, export, pareto, resume, studies
 from edit_search.cli.verify import verify
 from edit_search.cli.worker import worker
 
@@ -23,4 +25,10 @@ def main(debug: bool) -> None:
 main.add_command(run)
 main.add_command(verify)
 main.add_command(explain)
+main.add_command(analyze)
 main.add_command(worker)
+main.add_command(studies)
+main.add_command(pareto)
+main.add_command(export)
+main.add_command(resume)
+main.add_command(apply_command)
