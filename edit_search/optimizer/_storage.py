@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import random
+import time
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
@@ -15,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "runs/studies.journal"
 _RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
+_SCHEMA_ATTEMPTS = 8
 
 
 def open_storage(
@@ -80,13 +84,25 @@ def _open_rdb(url: str, scheme: str, heartbeat_interval: int, grace_period: int)
     else:
         engine_kwargs["pool_pre_ping"] = True
     try:
-        return RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
-        )
+        for attempt in range(_SCHEMA_ATTEMPTS):
+            try:
+                return RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=1
+                    ),
+                )
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+                # Processes that open a new SQLite file at once race to create its tables and
+                # version row; the losers find them made on the next try.
+                if scheme != "sqlite" or attempt == _SCHEMA_ATTEMPTS - 1:
+                    raise
+                logger.debug("storage %s: schema creation raced, retrying", url)
+                time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
+        raise AssertionError("unreachable")  # the loop returns or raises
     except (ImportError, ModuleNotFoundError) as exc:
         raise InputError(
             f"storage {url!r} needs a database driver that is not installed ({exc}); "

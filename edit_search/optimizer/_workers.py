@@ -16,8 +16,9 @@ Three rules on top of it keep the work exact:
 - The heartbeat. While a trial runs, its worker records a heartbeat every
   ``heartbeat_interval`` seconds (Optuna's on a relational storage, a trial system attr on a
   journal file). Any worker fails RUNNING trials whose heartbeat is older than
-  ``grace_period`` and enqueues them again once (Optuna's ``RetryFailedTrialCallback``), so a
-  killed worker leaves no trial RUNNING for ever and loses no work beyond the trials it held.
+  ``grace_period`` and enqueues them again once (Optuna's
+  ``RetryHeartbeatStaleTrialCallback``), so a killed worker leaves no trial RUNNING for ever
+  and loses no work beyond the trials it held.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,7 +36,7 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.storages import BaseStorage, RetryFailedTrialCallback
+from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat, fail_stale_trials, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
@@ -145,7 +147,10 @@ class _TargetStudy(optuna.Study):
         self.surplus = 0
 
     def ask(self, fixed_distributions: Any = None) -> optuna.Trial:  # noqa: D102
-        trial = super().ask(fixed_distributions)
+        with warnings.catch_warnings():
+            # Optuna expects heartbeats only inside Study.optimize; this worker records them.
+            warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+            trial = super().ask(fixed_distributions)
         trial.set_user_attr(WORKER_KEY, self._worker)
         self._heart.add(self, trial._trial_id)
         return trial
@@ -238,7 +243,7 @@ def fail_stale(study: optuna.Study, grace_period: float, max_retry: int = 1) -> 
         return len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) - before
 
     now = time.time()
-    retry = RetryFailedTrialCallback(max_retry=max_retry)
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
     failed = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         beat = trial.system_attrs.get(HEARTBEAT_KEY)
