@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import random
 import time
@@ -75,6 +76,10 @@ def _check_writable_folder(path: Path) -> None:
 
 def _open_rdb(url: str, scheme: str, heartbeat_interval: int, grace_period: int) -> BaseStorage:
     engine_kwargs: dict[str, object] = {}
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
+        # SQLAlchemy 2.1 picks psycopg 3 for a bare postgresql:// URL; the postgres extra
+        # installs psycopg2.
+        url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
     if scheme == "sqlite":
         file = url.split(":///", 1)[-1]
         if file and file != ":memory:":
