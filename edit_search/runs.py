@@ -20,7 +20,7 @@ from edit_search import __version__
 from edit_search.data.checkpoint import DEFAULT_CHECKPOINT, file_sha256, load_model
 from edit_search.data.images import LoadedImage, load_image, png_bytes, write_atomic
 from edit_search.data.model import Classifier
-from edit_search.errors import InputError, NoFeasibleEditError
+from edit_search.errors import InputError, NoFeasibleEditError, StudyError
 from edit_search.optimizer import (
     RECIPE_KEY,
     SETTINGS_KEY,
@@ -450,6 +450,13 @@ def resume_study(
         sampler=stored.sampler,
         space=stored.space,
     )
+    differ = sorted(k for k, v in stored.identity().items() if settings.identity().get(k) != v)
+    if differ:
+        raise StudyError(
+            f"study {study_name!r} was made from other inputs than the files at its recorded "
+            f"paths now ({', '.join(differ)} differ; image {stored.image_path!r}); nothing was "
+            "run. Start a new study with 'edit-search run --image IMAGE'."
+        )
     return run_study(
         storage,
         settings,
