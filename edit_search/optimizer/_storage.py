@@ -100,10 +100,12 @@ def _open_rdb(url: str, scheme: str, heartbeat_interval: int, grace_period: int)
                         max_retry=1
                     ),
                 )
-            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
-                # Processes that open a new SQLite file at once race to create its tables and
-                # version row; the losers find them made on the next try.
-                if scheme != "sqlite" or attempt == _SCHEMA_ATTEMPTS - 1:
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as exc:
+                # Processes that open a new SQLite file (or a new PostgreSQL database) at once
+                # race to create its tables and version row; the losers find them made on the
+                # next try.
+                raced = scheme == "sqlite" or isinstance(exc, sqlalchemy.exc.IntegrityError)
+                if not raced or attempt == _SCHEMA_ATTEMPTS - 1:
                     raise
                 logger.debug("storage %s: schema creation raced, retrying", url)
                 time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
