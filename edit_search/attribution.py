@@ -185,8 +185,8 @@ def greedy_changes(
     image: torch.Tensor,
     class_index: int,
     *,
-    steps: int = GREEDY_STEPS,
-    cap: float = GREEDY_CAP,
+    steps: int | None = None,
+    cap: float | None = None,
 ) -> torch.Tensor:
     """The greedy one-pixel change sequence that raises ``forward(x)[:, class_index]``.
 
@@ -194,13 +194,15 @@ def greedy_changes(
         forward: a module taking (B, 1, 28, 28) images in [0, 1].
         image: the image, shape (1, 1, 28, 28), on the uint8 grid.
         class_index: the output to raise.
-        steps: the most changes.
-        cap: stop once the output reaches this value.
+        steps: the most changes [default: ``GREEDY_STEPS``].
+        cap: stop once the output reaches this value [default: ``GREEDY_CAP``].
 
     Returns:
         shape (1, 1, 28, 28): ``+(steps - i)`` for the i-th change when it sets a pixel to
         white, ``-(steps - i)`` when it sets it to black, 0 for unchanged pixels.
     """
+    steps = GREEDY_STEPS if steps is None else steps
+    cap = GREEDY_CAP if cap is None else cap
     current = image.reshape(-1).clone()  # (784,)
     size = current.numel()
     order = torch.zeros_like(current)
