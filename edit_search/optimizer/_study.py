@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -153,30 +154,48 @@ def create_or_resume(
     name = study_name or settings.study_name()
     seed = int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
     names = {s.study_name for s in optuna.get_all_study_summaries(storage, False)}
-    if name in names:
-        study = load_study(storage, name, seed)
-        stored = StudySettings.from_dict(study.user_attrs[SETTINGS_KEY]).identity()
-        differ = _differences(stored, settings.identity())
-        if differ:
-            raise StudyError(
-                f"study {name!r} exists with other settings ({', '.join(differ)} differ); "
-                "drop --study to start a new study named after the new settings, "
-                "or pass a new --study name."
+    if name not in names:
+        try:
+            study = optuna.create_study(
+                study_name=name,
+                storage=storage,
+                directions=["maximize", "maximize"],
+                sampler=make_sampler(settings.sampler, seed),
             )
-        # A different seed per session keeps a resumed study from repeating its proposals.
-        study.sampler = make_sampler(settings.sampler, seed + len(study.trials))
-        return study
+        except optuna.exceptions.DuplicatedStudyError:
+            pass  # Another process created it a moment ago: resume theirs below.
+        else:
+            study.set_metric_names(OBJECTIVE_NAMES)
+            study.set_user_attr(SETTINGS_KEY, settings.to_dict())
+            _enqueue_warm_start(study, settings)
+            return study
 
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        directions=["maximize", "maximize"],
-        sampler=make_sampler(settings.sampler, seed),
-    )
-    study.set_metric_names(OBJECTIVE_NAMES)
-    study.set_user_attr(SETTINGS_KEY, settings.to_dict())
-    _enqueue_warm_start(study, settings)
+    _wait_for_settings(storage, name)
+    study = load_study(storage, name, seed)
+    stored = StudySettings.from_dict(study.user_attrs[SETTINGS_KEY]).identity()
+    differ = _differences(stored, settings.identity())
+    if differ:
+        raise StudyError(
+            f"study {name!r} exists with other settings ({', '.join(differ)} differ); "
+            "drop --study to start a new study named after the new settings, "
+            "or pass a new --study name."
+        )
+    # A different seed per session keeps a resumed study from repeating its proposals.
+    study.sampler = make_sampler(settings.sampler, seed + len(study.trials))
     return study
+
+
+def _wait_for_settings(storage: BaseStorage, name: str, seconds: float = 10.0) -> None:
+    """Give a study another process has just created the moment it needs to record settings.
+
+    A study with trials but no settings was made by something else: no wait for it.
+    """
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        study = optuna.load_study(study_name=name, storage=storage)
+        if SETTINGS_KEY in study.user_attrs or study.get_trials(deepcopy=False):
+            return
+        time.sleep(0.05)
 
 
 def _enqueue_warm_start(study: optuna.Study, settings: StudySettings) -> None:
