@@ -70,10 +70,12 @@ def verify(
     model = load_model(model_path, arch=arch)
     report = verify_folder(model, edited_dir, originals_dir, min_preserve)
 
-    for name in report.unmatched:
+    if report.unmatched:
+        count = len(report.unmatched)
+        names = ", ".join(report.unmatched[:5]) + (", ..." if count > 5 else "")
         err.print(
-            f"[yellow]Note:[/] {escape(name)} has no original of the same name in "
-            f"{escape(str(originals_dir))}; skipped.",
+            f"[yellow]Note:[/] skipped {count} file{'s' if count > 1 else ''} with no original "
+            f"of the same name in {escape(str(originals_dir))}: {escape(names)}.",
             highlight=False,
         )
     _print_report(report)
