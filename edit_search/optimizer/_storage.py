@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import random
+import re
 import time
 from pathlib import Path
 
@@ -20,6 +22,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_STORAGE = "runs/studies.journal"
 _RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
 _SCHEMA_ATTEMPTS = 8
+# Every record Optuna writes to a journal file starts like this.
+_JOURNAL_SIGNATURE = b'{"op_code":'
 
 
 def open_storage(
@@ -44,18 +48,76 @@ def open_storage(
         return _open_rdb(url, scheme, heartbeat_interval, grace_period)
     if "://" in url:
         raise InputError(
-            f"storage {url!r} has an unknown scheme {scheme!r}; use a journal file path, "
+            f"storage {_shown(url)!r} has an unknown scheme {scheme!r}; use a journal file path, "
             "sqlite:///FILE, postgresql://USER@HOST/DB or mysql://USER@HOST/DB."
         )
     path = Path(url.removeprefix("journal:"))
+    if path.is_dir():
+        raise InputError(
+            f"storage {_shown(url)!r} is a folder; pass a file path such as "
+            f"{str(path / 'studies.journal')!r}."
+        )
     _check_writable_folder(path)
     # An open(O_EXCL)-based lock works on local disks and on NFSv3+, where symlinks may not.
-    backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
-    return JournalStorage(backend)
+    lock = JournalFileOpenLock(str(path))
+    if path.is_file() and path.stat().st_size > 0:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_JOURNAL_SIGNATURE))
+        if head != _JOURNAL_SIGNATURE:
+            raise InputError(
+                f"storage {str(path)!r} is not an Optuna journal file (it starts with "
+                f"{head[:12]!r}); pass another --storage, or move the file away to start afresh."
+            )
+        _drop_torn_tail(path, lock)
+    backend = JournalFileBackend(str(path), lock_obj=lock)
+    try:
+        return JournalStorage(backend)
+    except (ValueError, KeyError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
+        raise InputError(
+            f"storage {str(path)!r} is not an Optuna journal file ({type(exc).__name__}: "
+            f"{str(exc)[:120]}); pass another --storage, or move the file away to start afresh."
+        ) from None
+
+
+def _drop_torn_tail(path: Path, lock: JournalFileOpenLock) -> None:
+    """Cut an incomplete last record (a write cut short by a full disk) off a journal file.
+
+    Optuna skips such a record when reading but appends the next one onto it, which makes the
+    whole line unreadable; no writer is mid-record while the lock is held.
+    """
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) == b"\n":
+            return
+    lock.acquire()
+    try:
+        data = path.read_bytes()
+        keep = data.rfind(b"\n") + 1
+        if keep < len(data):
+            with open(path, "r+b") as handle:
+                handle.truncate(keep)
+            logger.warning(
+                "%s: dropped an incomplete last record of %d bytes (a write cut short)",
+                path,
+                len(data) - keep,
+            )
+    finally:
+        lock.release()
+
+
+def _shown(url: str) -> str:
+    """A storage URL as messages show it: any password replaced by ***."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def _check_writable_folder(path: Path) -> None:
     folder = path.parent
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise InputError(
+            f"the storage folder {str(folder)!r} cannot be made: {str(blocking)!r} is a file, "
+            "not a folder; pass --storage with a path inside a folder."
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -81,9 +143,18 @@ def _open_rdb(url: str, scheme: str, heartbeat_interval: int, grace_period: int)
         # installs psycopg2.
         url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
     if scheme == "sqlite":
-        file = url.split(":///", 1)[-1]
-        if file and file != ":memory:":
-            _check_writable_folder(Path(file))
+        file = url.split(":///", 1)[1] if ":///" in url else ""
+        if file in ("", ":memory:"):
+            raise InputError(
+                f"storage {_shown(url)!r} is an in-memory database: every trial would be lost "
+                "when the command ends; pass sqlite:///FILE or a journal file path."
+            )
+        if Path(file).is_dir():
+            raise InputError(
+                f"storage {_shown(url)!r} names a folder; pass a file such as "
+                f"sqlite:///{(Path(file) / 'studies.db').as_posix()}."
+            )
+        _check_writable_folder(Path(file))
         # Wait for a busy database instead of failing with "database is locked".
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
@@ -110,14 +181,18 @@ def _open_rdb(url: str, scheme: str, heartbeat_interval: int, grace_period: int)
                 logger.debug("storage %s: schema creation raced, retrying", url)
                 time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
         raise AssertionError("unreachable")  # the loop returns or raises
-    except (ImportError, ModuleNotFoundError) as exc:
+    except (ImportError, ModuleNotFoundError):
         raise InputError(
-            f"storage {url!r} needs a database driver that is not installed ({exc}); "
-            "install it (for PostgreSQL: pip install 'edit-search[postgres]')."
+            f"storage {_shown(url)!r} needs a database driver that is not installed; install it "
+            "(PostgreSQL: pip install 'edit-search[postgres]'; MySQL: pip install pymysql)."
         ) from None
     except Exception as exc:  # SQLAlchemy raises many types for a bad URL or server.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"cannot open storage {url!r}: {first[:200]}") from None
+        raise InputError(
+            f"cannot open storage {_shown(url)!r}: {first[:200]}; check the URL "
+            "(sqlite:///FILE, postgresql://USER:PASSWORD@HOST:PORT/DB) and that the file is a "
+            "database or the server is up."
+        ) from None
 
 
 def all_study_names(storage: BaseStorage) -> list[str]:

@@ -1,0 +1,125 @@
+"""Opening storages: bad URLs and paths refused in one line, damaged files handled."""
+
+import importlib.util
+import os
+from pathlib import Path
+
+import optuna
+import pytest
+
+from edit_search.errors import InputError
+from edit_search.optimizer import DEFAULT_STORAGE, all_study_names, open_storage
+
+
+def _study_with_trials(storage: optuna.storages.BaseStorage, n: int) -> None:
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=n)
+
+
+def test_open_storage_missing_runs_folder_is_created() -> None:
+    assert not Path("runs").exists()
+    storage = open_storage()
+    assert Path(DEFAULT_STORAGE).parent.is_dir()
+    assert all_study_names(storage) == []
+
+
+@pytest.mark.parametrize("url", ["notes.txt/studies.journal", "sqlite:///notes.txt/studies.db"])
+def test_open_storage_folder_is_a_regular_file_refused(url: str) -> None:
+    # Running as root, a chmod-ed folder stays writable; a path through a regular file cannot
+    # be created by anyone.
+    Path("notes.txt").write_text("keep me\n")
+    with pytest.raises(InputError, match="'notes.txt' is a file, not a folder"):
+        open_storage(url)
+    assert Path("notes.txt").read_text() == "keep me\n"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_open_storage_folder_nobody_can_write_refused() -> None:
+    # /proc takes no new files, not even from root: a real unwritable folder on any Linux.
+    with pytest.raises(InputError, match="the storage folder '/proc' is not writable"):
+        open_storage("/proc/studies.journal")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_open_storage_read_only_folder_refused() -> None:
+    Path("locked").mkdir(mode=0o555)
+    with pytest.raises(InputError, match="is not writable"):
+        open_storage("locked/studies.journal")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("somewhere", "storage 'somewhere' is a folder; pass a file path such as"),
+        ("sqlite:///somewhere", "names a folder; pass a file such as sqlite:///somewhere/"),
+    ],
+)
+def test_open_storage_folder_given_as_file_refused(url: str, message: str) -> None:
+    Path("somewhere").mkdir()
+    with pytest.raises(InputError, match=message):
+        open_storage(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://localhost/0", "has an unknown scheme 'redis'"),
+        ("postgresql://me@localhost:notaport/db", "cannot open storage .*check the URL"),
+        ("sqlite://", "in-memory database: every trial would be lost"),
+        ("sqlite:///:memory:", "in-memory database: every trial would be lost"),
+    ],
+)
+def test_open_storage_url_that_does_not_work_refused(url: str, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        open_storage(url)
+
+
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(m) for m in ("pymysql", "MySQLdb")), reason="driver installed"
+)
+def test_open_storage_missing_driver_names_what_to_install() -> None:
+    with pytest.raises(InputError, match="needs a database driver .* pip install pymysql"):
+        open_storage("mysql://me@localhost/db")
+
+
+def test_open_storage_message_hides_password() -> None:
+    with pytest.raises(InputError) as refused:
+        open_storage("postgresql://me:hunter2@localhost:notaport/db")
+    assert "hunter2" not in str(refused.value) and "me:***@" in str(refused.value)
+
+
+def test_open_storage_file_that_is_not_a_journal_refused() -> None:
+    Path("studies.journal").write_text("this is not a journal\n")
+    with pytest.raises(InputError, match="'studies.journal' is not an Optuna journal file"):
+        open_storage("studies.journal")
+    assert Path("studies.journal").read_text() == "this is not a journal\n"
+
+
+def test_open_storage_file_that_is_not_a_database_refused() -> None:
+    Path("studies.db").write_text("plain text")
+    with pytest.raises(InputError, match="file is not a database"):
+        open_storage("sqlite:///studies.db")
+
+
+def test_open_storage_journal_with_torn_last_record_keeps_every_whole_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _study_with_trials(open_storage("studies.journal"), 3)
+    whole = Path("studies.journal").read_bytes()
+    with open("studies.journal", "ab") as handle:
+        handle.write(b'{"op_code": 6, "worker_id": "w", "tri')  # a write cut short
+
+    storage = open_storage("studies.journal")
+    assert Path("studies.journal").read_bytes() == whole
+    assert "dropped an incomplete last record" in caplog.text
+
+    # New trials append cleanly and every earlier one is still there.
+    study = optuna.load_study(study_name="s", storage=storage)
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    reread = optuna.load_study(study_name="s", storage=open_storage("studies.journal"))
+    assert [t.state for t in reread.trials] == [optuna.trial.TrialState.COMPLETE] * 5
+
+
+def test_open_storage_sqlite_created_and_reopened() -> None:
+    _study_with_trials(open_storage("sqlite:///runs/studies.db"), 2)
+    assert all_study_names(open_storage("sqlite:///runs/studies.db")) == ["s"]
