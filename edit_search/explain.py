@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 
 from edit_search.attribution import METHODS, attribute
 from edit_search.data.images import LoadedImage, write_atomic
@@ -170,7 +171,7 @@ def explanation_figure(explanation: Explanation) -> tuple[Figure, dict[tuple[str
 
 def _draw_cell(
     ax: Axes, attribution: torch.Tensor, method: str, norm: Normalize, pixels: np.ndarray
-) -> object | None:
+) -> AxesImage | None:
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(_TITLES.get(method, method.replace("_", " ")), fontsize=9)

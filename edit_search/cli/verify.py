@@ -87,8 +87,7 @@ def verify(
 def _print_report(report: Report) -> None:
     table = Table(title="edit-search verify")
     for column in ("image", "label", "predicted", "margin", "preserved", "result", "reason"):
-        justify = "right" if column in ("margin", "preserved") else "left"
-        table.add_column(column, justify=justify)
+        table.add_column(column, justify="right" if column in ("margin", "preserved") else "left")
     for v in report.verdicts:
         table.add_row(
             v.image,
