@@ -58,3 +58,41 @@ def test_attribution_cache_computes_each_map_once(model, sample) -> None:
     assert cache.get("gradient_shap", "true") is first
     again = AttributionCache(model, image.image, 3, predicted).get("gradient_shap", "true")
     assert torch.equal(first, again)
+
+
+def test_attribute_greedy_first_change_is_the_best_single_pixel_change(model, sample) -> None:
+    image, predicted = sample
+    order = attribute(model, image.image, "greedy", "margin", label=3, predicted=predicted)
+    to_white = attribute(
+        model, image.image, "occlusion_white", "margin", label=3, predicted=predicted
+    )
+    to_black = attribute(model, image.image, "occlusion", "margin", label=3, predicted=predicted)
+    first = int(order.abs().argmax())
+    gains = torch.stack([to_white.reshape(-1), to_black.reshape(-1)])  # (2, 784)
+    # Setting a pixel to its own value changes nothing, so only real changes compete.
+    pixels = image.pixels.reshape(-1)
+    gains[0, pixels == 255] = -torch.inf
+    gains[1, pixels == 0] = -torch.inf
+    values, indices = gains.max(dim=1)  # (2,), (2,): best to white, best to black
+    wants_white = bool(order.reshape(-1)[first] > 0)
+    assert first == int(indices[0 if wants_white else 1])
+    assert wants_white == bool(values[0] >= values[1])
+
+
+def test_attribute_greedy_prefix_reaches_margin_and_ignores_target(model, sample) -> None:
+    image, predicted = sample
+    order = attribute(model, image.image, "greedy", "margin", label=3, predicted=predicted)
+    same = attribute(model, image.image, "greedy", "true", label=3, predicted=predicted)
+    assert torch.equal(order, same)
+    changed = image.image.clone().reshape(-1)
+    for pixel in torch.argsort(order.reshape(-1).abs(), descending=True)[:20]:
+        value = float(order.reshape(-1)[pixel])
+        if value != 0:
+            changed[pixel] = 1.0 if value > 0 else 0.0
+    assert float(margin(model(changed.reshape(1, 1, 28, 28)), 3)[0]) > 0
+
+
+def test_attribution_cache_shares_one_greedy_map_across_targets(model, sample) -> None:
+    image, predicted = sample
+    cache = AttributionCache(model, image.image, 3, predicted)
+    assert cache.get("greedy", "predicted") is cache.get("greedy", "margin")

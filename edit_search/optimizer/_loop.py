@@ -8,6 +8,7 @@ forward passes, and each trial is told its best edit.
 The last trial of a call polishes: it takes the best safe edit so far and tries undoing each
 changed pixel (all of them in one pass per step), keeping every undo that holds the margin; the
 undone pixels become the recipe's ``keep`` list, so the polished edit is an exact recipe too.
+When nothing can be undone, the last trial is an ordinary sampled one.
 """
 
 from __future__ import annotations
@@ -193,10 +194,12 @@ def optimize(
     best: tuple[float, float] | None = None  # (preserved, margin)
     done = 0
     while done < n_trials:
-        size = min(trials_per_batch, searched - done) if done < searched else 1
-        if done >= searched:
-            _enqueue_polish(study, ctx, settings)
-        results = _run_batch(study, ctx, settings, size)
+        polished = _polish(study, ctx, settings) if done >= searched else None
+        if polished is not None:
+            results: list[tuple[float, float] | None] = [polished]
+        else:
+            size = min(trials_per_batch, searched - done) if done < searched else 1
+            results = _run_batch(study, ctx, settings, size)
         for result in results:
             if result is None:
                 continue
@@ -291,25 +294,47 @@ def prune(
     return tuple(sorted(undone))
 
 
-def _enqueue_polish(study: optuna.Study, ctx: EditContext, settings: StudySettings) -> None:
-    """Enqueue the pruned best safe edit as the next trial; nothing when there is none."""
+def _polish(
+    study: optuna.Study, ctx: EditContext, settings: StudySettings
+) -> tuple[float, float] | None:
+    """Add the pruned best safe edit as a finished trial; None when there is nothing to prune.
+
+    The trial is added whole (``add_trial``), never enqueued: a waiting trial could be taken
+    twice by processes sharing the study on a storage without row locks.
+    """
     trial = _best_safe(study, settings)
     if trial is None:
-        return
+        return None
     recipe = Recipe.from_dict(trial.user_attrs[RECIPE_KEY])
     attribution = ctx.attributions.get(recipe.method, recipe.target)
     edit = apply_recipe(ctx.pixels, attribution, recipe)
     keep = prune(ctx, edit, settings.min_margin, recipe.keep)
     if keep == recipe.keep:
-        return
-    study.enqueue_trial(
-        trial.params,
-        user_attrs={
-            "fixed_pixels": recipe.pixels,
-            "fixed_strength": recipe.strength,
-            "fixed_keep": list(keep),
-        },
+        return None
+
+    pruned = Recipe(**{**recipe.__dict__, "keep": keep})
+    scores = ctx.score(apply_recipe(ctx.pixels, attribution, pruned)[None])
+    value_margin, value_preserved = float(scores.margin[0]), float(scores.preserved[0])
+    violation = float(constraint(scores.preserved[0], settings.min_preserve))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=trial.params,
+            distributions=trial.distributions,
+            values=[value_margin, value_preserved],
+            user_attrs={
+                RECIPE_KEY: pruned.to_dict(),
+                "edited_prediction": int(scores.predicted[0]),
+                "edits_scored": 1,
+                "polished_from": trial.number,
+                "fixed_pixels": pruned.pixels,
+                "fixed_strength": pruned.strength,
+                "fixed_keep": list(keep),
+            },
+            system_attrs={"constraints": [violation]},
+            constraints={"min_preserve": violation},
+        )
     )
+    return value_margin, value_preserved
 
 
 def _slice(scores: Scores, start: int, stop: int) -> Scores:

@@ -153,6 +153,4 @@ def apply_recipe(pixels: torch.Tensor, attribution: torch.Tensor, recipe: Recipe
     counts = torch.tensor([recipe.pixels], device=pixels.device)
     strengths = torch.tensor([recipe.strength], device=pixels.device)
     operation = pixel_operation(attribution, recipe.polarity, recipe.operation)
-    return edit_sweep(
-        pixels, rank, counts, strengths, operation, recipe.regions, recipe.keep
-    )[0]
+    return edit_sweep(pixels, rank, counts, strengths, operation, recipe.regions, recipe.keep)[0]

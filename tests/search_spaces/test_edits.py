@@ -5,6 +5,7 @@ from edit_search.search_spaces import (
     Region,
     apply_recipe,
     edit_sweep,
+    pixel_operation,
     quantize,
     ranking,
     sweep_counts,
@@ -90,3 +91,58 @@ def test_recipe_dict_round_trip() -> None:
     )
     assert Recipe.from_dict(recipe.to_dict()) == recipe
     assert recipe.top_k == 7 / 784
+
+
+def test_apply_recipe_push_lightens_positive_and_darkens_negative_by_magnitude() -> None:
+    pixels, attribution = _small_case()
+    recipe = Recipe("greedy", "margin", "positive", 3, "push", 1.0)
+    edit = apply_recipe(pixels, attribution, recipe)
+    expected = pixels.clone()
+    # |map| order: 0.9 (10, 11), -0.8 (27, 27) is black already, 0.7 (0, 0), 0.5 (10, 10).
+    expected[10, 11], expected[0, 0], expected[10, 10] = 255, 255, 255
+    assert torch.equal(edit, expected)
+    attribution[10, 11] = -0.95
+    edit = apply_recipe(pixels, attribution, recipe)
+    expected[10, 11] = 0
+    assert torch.equal(edit, expected)
+
+
+def test_apply_recipe_keep_restores_listed_pixels_after_regions() -> None:
+    pixels, attribution = _small_case()
+    region = Region(0, 0, 2, 2, "lighten", 1.0)
+    keep = (0, 10 * 28 + 11)
+    recipe = Recipe("saliency", "true", "positive", 2, "darken", 1.0, (region,), keep)
+    edit = apply_recipe(pixels, attribution, recipe)
+    expected = pixels.clone()
+    expected[10, 10] = 0
+    expected[0, 1], expected[1, 0], expected[1, 1] = 255, 255, 255
+    assert torch.equal(edit, expected)
+
+
+def test_edit_sweep_push_rows_equal_apply_recipe_with_keep() -> None:
+    generator = torch.Generator().manual_seed(2)
+    pixels = torch.randint(0, 256, (28, 28), dtype=torch.uint8, generator=generator)
+    attribution = torch.randn(28, 28, generator=generator)
+    counts, strengths, keep = torch.tensor([3, 50]), torch.tensor([0.5, 1.0]), (5, 700)
+    rank = ranking(attribution, "negative", pixels, "push")
+    operation = pixel_operation(attribution, "negative", "push")
+    sweep = edit_sweep(pixels, rank, counts, strengths, operation, (), keep)
+    for i, count in enumerate(counts.tolist()):
+        for j, strength in enumerate(strengths.tolist()):
+            recipe = Recipe("greedy", "margin", "negative", count, "push", strength, (), keep)
+            assert torch.equal(sweep[i * 2 + j], apply_recipe(pixels, attribution, recipe))
+
+
+def test_recipe_from_dict_without_keep_reads_an_older_recipe() -> None:
+    old = {
+        "method": "saliency",
+        "target": "true",
+        "polarity": "positive",
+        "pixels": 4,
+        "operation": "darken",
+        "strength": 0.5,
+        "regions": [],
+    }
+    recipe = Recipe.from_dict(old)
+    assert recipe.keep == ()
+    assert Recipe.from_dict(recipe.to_dict()) == recipe
