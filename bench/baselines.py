@@ -30,6 +30,7 @@ class CountingModel(Classifier):
     def __init__(self, inner: Classifier) -> None:
         super().__init__(inner.net, inner.transform)
         self.images = 0
+        self.eval()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         self.images += int(images.shape[0])

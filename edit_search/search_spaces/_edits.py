@@ -124,9 +124,16 @@ def edit_sweep(
     else:
         lighten = operation.reshape(1, -1).to(image.device)  # (1, 784)
     changed = operate(image, lighten, strengths.to(torch.float32)[:, None])  # (S, 784)
-    edited = torch.where(selected[:, None, :], changed[None, :, :], image[None])  # (K, S, 784)
-    edited = apply_regions(edited.reshape(-1, image.shape[1]), regions)
-    edits = quantize(edited)  # (K * S, 784)
+    if regions:
+        # Regions act on the unquantized top-k edit, so the whole sweep stays in floats.
+        edited = torch.where(selected[:, None, :], changed[None], image[None])  # (K, S, 784)
+        edits = quantize(apply_regions(edited.reshape(-1, image.shape[1]), regions))
+    else:
+        # Quantizing before the selection gives the same bytes (an unchanged pixel quantizes
+        # back to itself) and leaves only a uint8 select at the sweep's full size.
+        flat = pixels.reshape(1, 1, -1)  # (1, 1, 784)
+        edits = torch.where(selected[:, None, :], quantize(changed)[None], flat)  # (K, S, 784)
+        edits = edits.reshape(-1, image.shape[1])  # (K * S, 784)
     if keep:
         index = torch.tensor(keep, dtype=torch.int64, device=edits.device)
         edits[:, index] = pixels.reshape(-1)[index]

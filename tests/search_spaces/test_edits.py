@@ -146,3 +146,18 @@ def test_recipe_from_dict_without_keep_reads_an_older_recipe() -> None:
     recipe = Recipe.from_dict(old)
     assert recipe.keep == ()
     assert Recipe.from_dict(recipe.to_dict()) == recipe
+
+
+def test_edit_sweep_without_regions_equals_the_float_path_with_a_no_op_region() -> None:
+    generator = torch.Generator().manual_seed(3)
+    pixels = torch.randint(0, 256, (28, 28), dtype=torch.uint8, generator=generator)
+    attribution = torch.randn(28, 28, generator=generator)
+    counts, strengths = torch.tensor([1, 7, 200, 784]), torch.tensor([0.05, 0.37, 0.5, 1.0])
+    # A region of strength 0 changes nothing but sends the sweep down the float path.
+    no_op = (Region(0, 0, 1, 1, "lighten", 0.0),)
+    for operation in ("lighten", "darken", "push"):
+        rank = ranking(attribution, "positive", pixels, operation)
+        per_pixel = pixel_operation(attribution, "positive", operation)
+        fast = edit_sweep(pixels, rank, counts, strengths, per_pixel)
+        slow = edit_sweep(pixels, rank, counts, strengths, per_pixel, no_op)
+        assert torch.equal(fast, slow)
