@@ -79,6 +79,12 @@ from edit_search.search_spaces import SearchSpace
     help="Wait for studies busy with other workers instead of leaving them to those workers.",
 )
 @click.option(
+    "--results/--no-results",
+    default=True,
+    show_default=True,
+    help="When every study is done, export each best edit and print the results table.",
+)
+@click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
 @handle_errors
@@ -99,6 +105,7 @@ def worker(
     heartbeat_interval: int,
     grace_period: int,
     wait: bool,
+    results: bool,
     fmt: str,
 ) -> None:
     """Work on the studies of a folder, shared with any number of other workers.
@@ -147,6 +154,7 @@ def worker(
         best = "" if p.best_preserved is None else f", best {p.best_preserved:.2%} kept"
         err.print(f"{study}: {complete}/{trials} complete{best}", highlight=False)
 
+    contexts: dict[str, EditContext] = {}
     try:
         report = run_worker(
             backend,
@@ -159,6 +167,7 @@ def worker(
             grace_period=grace_period,
             wait=wait,
             on_batch=show,
+            contexts=contexts,
         )
     except KeyboardInterrupt:
         err.print(
@@ -170,15 +179,18 @@ def worker(
         f"studies, {report.surplus} surplus, {report.stale_failed} stale failed",
         highlight=False,
     )
-    _print(_collect(backend, jobs, model), fmt)
+    if results:
+        _print(_collect(backend, jobs, model, contexts), fmt)
 
 
-def _collect(backend: BaseStorage, jobs: list[Job], model: Classifier) -> list[RunResult]:
+def _collect(
+    backend: BaseStorage, jobs: list[Job], model: Classifier, contexts: dict[str, EditContext]
+) -> list[RunResult]:
     """The folder's results table, read from storage, with each study's best edit exported."""
     results = []
     for job in jobs:
         study = load_study(backend, job.study_name)
-        ctx = EditContext(model, job.pixels, job.label)
+        ctx = contexts.get(job.study_name) or EditContext(model, job.pixels, job.label)
         complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         edited = margin = preserved = export = None
         try:

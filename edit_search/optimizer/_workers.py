@@ -314,6 +314,7 @@ def run_worker(
     grace_period: float = 120.0,
     wait: bool = True,
     on_batch: Callable[[str, int, Progress], None] | None = None,
+    contexts: dict[str, EditContext] | None = None,
 ) -> WorkerReport:
     """Work on the studies of ``jobs`` until each holds ``target`` COMPLETE trials.
 
@@ -333,6 +334,8 @@ def run_worker(
             its trials if that worker dies) instead of returning.
         on_batch: called after each batch with the study name, its COMPLETE count and the
             loop's progress.
+        contexts: filled with the image context of every study this worker opened, by study
+            name, so a caller can export edits without computing attribution maps again.
 
     Raises:
         StudyError: a study of the folder exists with other settings.
@@ -361,9 +364,14 @@ def run_worker(
             if claim.study is None:
                 base = open_study(storage, claim.job.settings)
                 claim.study = _TargetStudy(base, target, worker, heart)
-                claim.ctx = EditContext(
-                    model, claim.job.pixels, claim.job.label, batch_size=batch_size
-                )
+                name = claim.job.study_name
+                claim.ctx = contexts.get(name) if contexts is not None else None
+                if claim.ctx is None:
+                    claim.ctx = EditContext(
+                        model, claim.job.pixels, claim.job.label, batch_size=batch_size
+                    )
+                if contexts is not None:
+                    contexts[name] = claim.ctx
             count = count_trials(storage, claim.job.study_name, worker)
             wanted = min(trials_per_batch, target - count.complete - count.running)
             if wanted <= 0:
