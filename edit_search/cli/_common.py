@@ -137,6 +137,8 @@ def configure_logging(debug: bool) -> None:
     optuna.logging.set_verbosity(optuna.logging.DEBUG if debug else optuna.logging.WARNING)
     if not debug:
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        # The loop asks and tells trials itself and keeps their heartbeat; nothing to act on.
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 
 def print_table(table: Table) -> None:

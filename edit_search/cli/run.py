@@ -216,7 +216,7 @@ def run(
         TimeElapsedColumn(),
         console=err,
         transient=True,
-        disable=fmt == "json" and not err.is_terminal,
+        disable=not err.is_terminal,  # bars on a pipe or file are noise
     ) as bars:
         overall = bars.add_task("images", total=len(paths), best="") if len(paths) > 1 else None
         trial_bar = bars.add_task("trials", total=trials, best="")
