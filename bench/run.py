@@ -6,6 +6,7 @@ Prints one table and writes it, with the per-image rows, as Markdown under bench
 
     python bench/run.py            # everything (under 10 minutes on 2 CPU cores)
     python bench/run.py --quick    # the five challenge digits, no process scaling
+    python bench/run.py --limit 25 # the first 25 images
 """
 
 from __future__ import annotations
@@ -317,6 +318,7 @@ def markdown(table: Table, rows: list[Row], header: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="challenge digits only")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
 
@@ -327,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = list_images(ROOT / "data" / "challenge")
     if not args.quick:
         paths += list_images(ROOT / "data" / "misclassified")
+    paths = paths[: args.limit]
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -337,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             f"one process, first {n} image(s), s": sum(times[:n])
             for n in sorted({1, min(10, len(times)), len(times)})
         }
-        if not args.quick:
+        if not args.quick and len(paths) >= 15:
             workers = worker_scaling(paths[5:15], folder)
             scaling |= {f"edit-search worker x{n}, 10 images, s": s for n, s in workers.items()}
 
@@ -345,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     Console(width=max(Console().width, 170)).print(table)
     elapsed = time.perf_counter() - started
     header = (
-        f"# edit-search benchmark\n\n`python bench/run.py{' --quick' if args.quick else ''}`, "
+        f"# edit-search benchmark\n\n`python bench/run.py {' '.join(argv or sys.argv[1:])}`, "
         f"{len(paths)} images, {elapsed:.0f} s in all; {platform.processor() or 'cpu'}, "
         f"{os.cpu_count()} cores, torch {torch.__version__} with "
         f"{torch.get_num_threads()} threads."
