@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from edit_search import __version__
 from edit_search.data.checkpoint import DEFAULT_CHECKPOINT, file_sha256, load_model
 from edit_search.data.images import LoadedImage, load_image, png_bytes, write_atomic
-from edit_search.data.model import Classifier
+from edit_search.data.model import Classifier, Transform
 from edit_search.errors import InputError, NoFeasibleEditError, StudyError
 from edit_search.optimizer import (
     RECIPE_KEY,
@@ -234,6 +234,7 @@ def context_for(settings: StudySettings, device: str | torch.device = "cpu") -> 
         settings.model_path,
         device=device,
         arch=None if settings.arch == "SmallCNN" else settings.arch,
+        transform=Transform(**settings.transform) if settings.transform else None,
     )
     image = load_image(settings.image_path, label=settings.label, num_classes=model.num_classes)
     return EditContext(model, image.pixels, image.label)
@@ -341,8 +342,9 @@ def settings_for(
     min_margin: float,
     sampler: str,
     space: SearchSpace,
+    transform: Transform | None = None,
 ) -> StudySettings:
-    """The study settings for one image under one model."""
+    """The study settings for one image under one model (``transform`` as given by the user)."""
     checkpoint = Path(model_path) if model_path is not None else DEFAULT_CHECKPOINT
     return StudySettings(
         image=image.path.name,
@@ -356,6 +358,7 @@ def settings_for(
         min_margin=min_margin,
         sampler=sampler,
         space=space,
+        transform=transform.to_dict() if transform is not None else None,
     )
 
 

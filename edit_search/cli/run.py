@@ -252,6 +252,7 @@ def run(
                         min_margin=min_margin,
                         sampler=sampler,
                         space=space,
+                        transform=transform,
                     )
                     result = run_study(
                         backend,

@@ -54,6 +54,8 @@ class StudySettings:
         min_margin: the margin an edit should reach to count as safely fixed.
         sampler: ``tpe``, ``nsga2`` or ``random``.
         space: the search space.
+        transform: the model's input transform when given on the command line, as
+            ``{"mean": ..., "std": ...}``; None when it came from beside the checkpoint.
     """
 
     image: str
@@ -67,6 +69,7 @@ class StudySettings:
     min_margin: float
     sampler: str
     space: SearchSpace
+    transform: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -81,6 +84,8 @@ class StudySettings:
         """The settings that make two studies the same study (paths may differ)."""
         data = self.to_dict()
         del data["image_path"], data["model_path"]
+        if data["transform"] is None:
+            del data["transform"]  # studies made before the option keep their names
         return data
 
     def study_name(self) -> str:

@@ -19,8 +19,9 @@ from PIL import Image
 
 from edit_search.cli import main
 from edit_search.data.checkpoint import DEFAULT_CHECKPOINT
-from edit_search.data.model import SmallCNN
-from edit_search.optimizer import all_study_names, open_storage
+from edit_search.data.model import SmallCNN, Transform
+from edit_search.optimizer import all_study_names, load_settings, open_storage
+from edit_search.runs import context_for
 
 FAST = ("--trials", "8", "--methods", "saliency", "--max-regions", "0")
 
@@ -131,11 +132,19 @@ def test_run_bad_transform_is_a_usage_error(image_path: Path, value: str) -> Non
     assert "Invalid value for '--transform'" in result.stderr.strip().splitlines()[-1]
 
 
-def test_run_transform_flag_changes_the_study(image_path: Path) -> None:
+def test_run_transform_flag_makes_its_own_study_and_is_reloaded(image_path: Path) -> None:
     plain = _invoke("run", str(image_path), *FAST, "--format", "json")
     assert plain.exit_code == 0, plain.output
-    other = _invoke("run", str(image_path), "--transform", "0.5,0.5", *FAST, "--format", "json")
+    other = _invoke("run", str(image_path), "--transform", "0.2,0.5", *FAST, "--format", "json")
     assert other.exit_code in (0, 3), other.output
+
+    studies = sorted(all_study_names(open_storage()))
+    assert len(studies) == 2  # the same image under another transform is another model
+    for name in studies:
+        settings = load_settings(open_storage(), name)
+        model = context_for(settings).model
+        expected = Transform(**settings.transform) if settings.transform else Transform()
+        assert model.transform == expected
 
 
 @pytest.mark.parametrize(
