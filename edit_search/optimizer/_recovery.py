@@ -105,7 +105,7 @@ def fail_stale_trials(
     """
     storage = study._storage  # noqa: SLF001  (the study's own storage handle)
     failed: list[int] = []
-    if isinstance(storage, RDBStorage) and storage.is_heartbeat_enabled():
+    if isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None:
         before = {t.number for t in study.get_trials(False, states=(TrialState.RUNNING,))}
         optuna.storages.fail_stale_trials(study)
         after = {t.number for t in study.get_trials(False, states=(TrialState.RUNNING,))}
