@@ -1,6 +1,7 @@
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -207,7 +208,7 @@ def test_fail_stale_trials_dead_worker_fails_its_running_trial(image_path: Path)
     dead = int(child.stdout)
     study.set_user_attr(
         f"{WORKER_PREFIX}test:{dead}",
-        {"host": os.uname().nodename, "pid": dead, "started": "2000-01-01T00:00:00"},
+        {"host": socket.gethostname(), "pid": dead, "started": "2000-01-01T00:00:00"},
     )
     orphan = study.ask()
     assert fail_stale_trials(study) == [orphan.number]
@@ -232,3 +233,35 @@ def test_fail_stale_trials_live_worker_keeps_its_running_trial(image_path: Path)
     assert fail_stale_trials(study) == []
     assert study.trials[mine.number].state == TrialState.RUNNING
     assert fail_stale_trials(study, grace_seconds=-1.0) == [mine.number]
+
+
+def test_fail_stale_trials_trial_tagged_by_live_worker_kept(image_path: Path) -> None:
+    storage = open_storage()
+    image = load_image(image_path)
+    settings = settings_for(
+        image,
+        model_path=None,
+        arch=None,
+        min_preserve=0.6,
+        min_margin=1.0,
+        sampler="random",
+        space=SPACE,
+    )
+    study = create_or_resume(storage, settings)
+    # An earlier run that has exited signed in; a live worker process tagged its trial.
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    study.set_user_attr(
+        f"{WORKER_PREFIX}test:{child.stdout.strip()}",
+        {"host": socket.gethostname(), "pid": int(child.stdout), "started": "2000-01-01"},
+    )
+    theirs = study.ask()
+    theirs.set_user_attr("worker", f"{socket.gethostname()}-{os.getpid()}")
+    assert fail_stale_trials(study) == []
+    gone = study.ask()
+    gone.set_user_attr("worker", f"{socket.gethostname()}-{child.stdout.strip()}")
+    assert fail_stale_trials(study) == [gone.number]

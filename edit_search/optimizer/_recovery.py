@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 WORKER_PREFIX = "edit_search.worker:"
 TARGET_KEY = "edit_search.target_trials"
+# The per-trial owner tag that ``worker`` processes set (see ``_workers``).
+TRIAL_WORKER_KEY = "worker"
 # A RUNNING trial no live process can be shown to own is failed once it is this old: a batch of
 # trials is told within seconds, so an hour-old RUNNING trial has no owner left.
 DEFAULT_GRACE_SECONDS = 3600.0
@@ -82,11 +84,17 @@ def _is_stale(
     started = trial.datetime_start or now
     if (now - started).total_seconds() > grace:
         return True
+    host = socket.gethostname()
+    tag = trial.user_attrs.get(TRIAL_WORKER_KEY)
+    if isinstance(tag, str):
+        # Tagged by a ``worker`` process (``HOST-PID``), which keeps its own heartbeat: stale
+        # only when it ran here and is gone.
+        owner, _, pid = tag.rpartition("-")
+        return owner == host and pid.isdigit() and not _alive(int(pid))
     # Any process that signed in before the trial started may own it.
     owners = [w for w in workers if datetime.datetime.fromisoformat(str(w["started"])) <= started]
     if not owners:
         return False
-    host = socket.gethostname()
     return all(w["host"] == host and not _alive(int(str(w["pid"]))) for w in owners)
 
 
