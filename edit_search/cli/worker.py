@@ -226,9 +226,10 @@ def _print(results: list[RunResult], fmt: str) -> None:
             click.echo(json.dumps(record))
         return
     table = Table(title="edit-search results")
-    for column in ("image", "true", "predicted", "edited", "margin", "preserved", "trials"):
-        justify = "right" if column in ("margin", "preserved", "trials") else "left"
-        table.add_column(column, justify=justify)
+    for column in ("image", "true", "predicted", "edited"):
+        table.add_column(column)
+    for column in ("margin", "preserved", "trials"):
+        table.add_column(column, justify="right")
     table.add_column("study")
     table.add_column("export")
     for r in results:

@@ -361,10 +361,10 @@ def run_worker(
                     continue
                 return report
 
+            name = claim.job.study_name
             if claim.study is None:
                 base = open_study(storage, claim.job.settings)
                 claim.study = _TargetStudy(base, target, worker, heart)
-                name = claim.job.study_name
                 claim.ctx = contexts.get(name) if contexts is not None else None
                 if claim.ctx is None:
                     claim.ctx = EditContext(
@@ -379,7 +379,6 @@ def run_worker(
             study = claim.study
             assert isinstance(study, _TargetStudy) and claim.ctx is not None
             told, surplus = study.completed, study.surplus
-            name = claim.job.study_name
 
             def progress(p: Progress, name: str = name) -> None:
                 if on_batch is not None:
