@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from captum.attr import (
+from captum.attr import (  # type: ignore[import-untyped]
     DeepLift,
     GradientShap,
     InputXGradient,
