@@ -68,7 +68,9 @@ def _numpy_globals() -> list[Any]:
     A numpy scalar or array is rebuilt from a dtype, a shape and raw bytes; the only class it
     may instantiate is ``ndarray`` itself, so no code of the file runs.
     """
-    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    multiarray = importlib.import_module(
+        "numpy._core.multiarray" if hasattr(np, "_core") else "numpy.core.multiarray"
+    )
     # numpy 2 rebuilds each dtype through its own class.
     dtype_classes = [type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDG"]
     return [multiarray.scalar, multiarray._reconstruct, np.ndarray, np.dtype, *dtype_classes]
