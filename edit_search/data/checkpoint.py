@@ -7,6 +7,7 @@ import importlib
 import json
 import logging
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -83,11 +84,25 @@ def _unsafe_globals(path: Path) -> str:
     except Exception:  # noqa: BLE001  (only improves a message about an unloadable file)
         return "objects beyond tensors"
     allowed = {f"{g.__module__}.{g.__qualname__}" for g in _numpy_globals()}
-    names = [n for n in names if n not in allowed]
+    # The file's own classes first: they are what its author must re-save.
+    names = sorted(
+        (n for n in names if n not in allowed), key=lambda n: (n.startswith("torch."), n)
+    )
     if not names:
         return "objects beyond tensors"
     shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
     return shown
+
+
+def _is_torchscript(path: Path) -> bool:
+    """Whether a file is a TorchScript zip archive (it holds compiled code, not a pickle)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("constants.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def _state_dict_of(payload: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -203,8 +218,15 @@ def load_model(
         InputError: the file is missing, unreadable, refused by ``weights_only``, or does not fit.
     """
     path = Path(path) if path is not None else DEFAULT_CHECKPOINT
+    if path.is_dir():
+        raise InputError(f"checkpoint {str(path)!r} is a folder; pass the checkpoint file.")
     if not path.is_file():
         raise InputError(f"checkpoint {str(path)!r} does not exist; check --model.")
+    if _is_torchscript(path):
+        raise InputError(
+            f"{path.name!r} is a TorchScript archive, which edit-search does not load; save "
+            "the network's weights with torch.save(model.state_dict(), PATH) and pass --arch."
+        )
     device = torch.device(device) if isinstance(device, str) else device
 
     try:

@@ -267,3 +267,18 @@ def test_load_model_unusable_user_arch_refused(user_arch: str, name: str, messag
     path = _save(Flat().state_dict(), "flat.pt")
     with pytest.raises(InputError, match=message):
         load_model(path, arch=f"user_nets:{name}")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated upstream
+def test_load_model_torchscript_archive_refused_naming_the_fix(
+    state: dict[str, torch.Tensor],
+) -> None:
+    torch.jit.script(_net(state)).save("scripted.pt")
+    with pytest.raises(InputError, match="'scripted.pt' is a TorchScript archive"):
+        load_model("scripted.pt")
+
+
+def test_load_model_folder_refused() -> None:
+    Path("weights.pt").mkdir()
+    with pytest.raises(InputError, match="checkpoint 'weights.pt' is a folder"):
+        load_model("weights.pt")

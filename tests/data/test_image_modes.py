@@ -181,3 +181,11 @@ def test_load_image_bad_label_refused_before_reading(
     path = _save(Image.fromarray(digit), name)
     with pytest.raises(InputError, match=message.replace("(", r"\(")):
         load_image(path, label=label)
+
+
+def test_load_image_enormous_declared_size_refused_without_decoding() -> None:
+    path = _save(Image.new("1", (20000, 20000)), "huge_label3.png")
+    with pytest.raises(
+        InputError, match="'huge_label3.png' (declares an enormous size|is 20000x)"
+    ):
+        load_image(path)
