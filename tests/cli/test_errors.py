@@ -51,6 +51,11 @@ def digit(image_path: Path) -> np.ndarray:
     return np.asarray(Image.open(image_path), dtype=np.uint8).copy()
 
 
+def _text(name: str) -> str:
+    Path(name).write_text("not a picture\n")
+    return name
+
+
 def _png(pixels: np.ndarray, name: str) -> str:
     Image.fromarray(pixels).save(name)
     return name
@@ -60,7 +65,7 @@ def _png(pixels: np.ndarray, name: str) -> str:
     ("make", "message"),
     [
         (lambda d: "absent_label3.png", "image 'absent_label3.png' does not exist"),
-        (lambda d: Path("t_label3.png").write_text("hi") and "t_label3.png", "cannot identify"),
+        (lambda d: _text("t_label3.png"), "cannot identify"),
         (lambda d: _png(np.zeros((28, 28), np.uint8), "b_label3.png"), "is blank"),
         (lambda d: _png(255 - d, "w_label3.png"), "light background .* pass --invert"),
         (lambda d: _png(np.zeros((32, 28), np.uint8), "s_label3.png"), "is 28x32 pixels"),
