@@ -23,6 +23,7 @@ Three rules on top of it keep the work exact:
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import socket
@@ -173,6 +174,24 @@ class _TargetStudy(optuna.Study):
             return frozen
         finally:
             self._heart.remove(trial_id)
+
+    def add_trial(self, trial: FrozenTrial) -> None:  # noqa: D102
+        # A finished trial added whole (the loop's polished edit) obeys the count rule too: it
+        # is stored RUNNING first, then finished as COMPLETE, or as FAIL when it is surplus.
+        if trial.state != TrialState.COMPLETE:
+            super().add_trial(trial)
+            return
+        running = copy.copy(trial)
+        running.state, running.values, running.datetime_complete = TrialState.RUNNING, None, None
+        running._user_attrs = {**trial.user_attrs, WORKER_KEY: self._worker}
+        trial_id = self._storage.create_new_trial(self._study_id, template_trial=running)
+        if self._is_surplus(trial_id):
+            self._storage.set_trial_user_attr(trial_id, SURPLUS_KEY, True)
+            self._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            self.surplus += 1
+            return
+        self._storage.set_trial_state_values(trial_id, TrialState.COMPLETE, trial.values)
+        self.completed += 1
 
     def _is_surplus(self, trial_id: int) -> bool:
         number = self._storage.get_trial(trial_id).number
