@@ -92,6 +92,37 @@ def test_target_study_two_workers_racing_past_target_tell_surplus_as_fail(
     assert first.surplus + second.surplus == 3
 
 
+def test_target_study_polished_trial_added_past_target_is_surplus_fail(
+    model: Classifier, image_path: Path
+) -> None:
+    storage = open_storage()
+    base = open_study(storage, _job(image_path, model).settings)
+    waiting = len(base.trials)  # The warm start, enqueued: they count toward the target.
+    with _Heart(storage, 30) as heart:
+        study = _TargetStudy(base, waiting + 1, "a", heart)
+        first = study.ask()
+        study.tell(first, [1.0, 0.9])
+        finished = storage.get_trial(first._trial_id)
+        polished = optuna.trial.create_trial(
+            params=finished.params,
+            distributions=finished.distributions,
+            values=[2.0, 0.95],
+            user_attrs={"polished_from": first.number},
+        )
+        study.add_trial(polished)  # The last one the target has room for.
+        study.add_trial(polished)  # One more: surplus.
+    trials = base.get_trials(deepcopy=False)
+    assert [t.state for t in trials if t.number >= waiting] == [
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+    ]
+    added = [t for t in trials if t.user_attrs.get("polished_from") == first.number]
+    assert added[0].values == [2.0, 0.95] and added[0].user_attrs[WORKER_KEY] == "a"
+    assert added[1].user_attrs[SURPLUS_KEY] is True
+    assert study.completed == 2 and study.surplus == 1
+    assert first.number == 0 and trials[0].state == TrialState.COMPLETE
+
+
 def test_fail_stale_journal_trial_without_fresh_heartbeat_fails_and_is_enqueued_again(
     model: Classifier, image_path: Path
 ) -> None:
