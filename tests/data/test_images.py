@@ -57,3 +57,14 @@ def test_resolve_label_out_of_range_raises() -> None:
 def test_resolve_label_missing_raises() -> None:
     with pytest.raises(InputError, match="no label"):
         resolve_label(Path("digit.png"), None)
+
+
+def test_save_png_gives_the_file_the_usual_permissions(tmp_path: Path) -> None:
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        save_png(torch.from_numpy(_digit()), tmp_path / "x_label4.png")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "x_label4.png").stat().st_mode & 0o777 == 0o644
