@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -125,10 +126,10 @@ def _check_writable_folder(path: Path) -> None:
             f"cannot create the storage folder {str(folder)!r} ({exc.strerror}); "
             "pass --storage with a writable path."
         ) from None
-    probe = folder / f".{path.name}.probe"
+    # A private probe file per call: processes starting at once must not delete each other's.
     try:
-        probe.write_bytes(b"")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".probe"):
+            pass
     except OSError as exc:
         raise InputError(
             f"the storage folder {str(folder)!r} is not writable ({exc.strerror}); "

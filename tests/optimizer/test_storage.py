@@ -123,3 +123,19 @@ def test_open_storage_journal_with_torn_last_record_keeps_every_whole_one(
 def test_open_storage_sqlite_created_and_reopened() -> None:
     _study_with_trials(open_storage("sqlite:///runs/studies.db"), 2)
     assert all_study_names(open_storage("sqlite:///runs/studies.db")) == ["s"]
+
+
+def test_open_storage_many_openers_at_once_none_fails_the_folder_check(tmp_path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edit_search.optimizer._storage import _check_writable_folder
+
+    target = tmp_path / "shared" / "studies.journal"
+
+    def check(_: int) -> None:
+        for _ in range(50):
+            _check_writable_folder(target)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(check, range(8)))
+    assert [p.name for p in target.parent.iterdir()] == []
