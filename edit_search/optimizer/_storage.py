@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
+import json
 import logging
 import os
 import random
@@ -10,6 +12,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import sqlalchemy.exc
@@ -70,7 +73,7 @@ def open_storage(
                 f"{head[:12]!r}); pass another --storage, or move the file away to start afresh."
             )
         _drop_torn_tail(path, lock)
-    backend = JournalFileBackend(str(path), lock_obj=lock)
+    backend = _JournalFile(str(path), lock_obj=lock)
     try:
         return JournalStorage(backend)
     except (ValueError, KeyError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
@@ -78,6 +81,47 @@ def open_storage(
             f"storage {str(path)!r} is not an Optuna journal file ({type(exc).__name__}: "
             f"{str(exc)[:120]}); pass another --storage, or move the file away to start afresh."
         ) from None
+
+
+class _JournalFile(JournalFileBackend):
+    """Optuna's journal file, with the same format and lock, that fsyncs at most 4 times a second.
+
+    Optuna's backend fsyncs after every record, and a trial writes a dozen records (one per
+    parameter and attribute), so syncing dominated a study's bookkeeping. Every record still
+    reaches the operating system before the lock is released, so other processes read it at
+    once and a killed process loses nothing it wrote; only a power cut can lose the last
+    quarter of a second.
+    """
+
+    sync_interval = 0.25
+
+    def __init__(self, file_path: str, lock_obj: JournalFileOpenLock) -> None:
+        super().__init__(file_path, lock_obj=lock_obj)
+        self._lock_obj = lock_obj
+        self._last_sync = time.monotonic()
+        atexit.register(self.sync)
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
+        self._lock_obj.acquire()
+        try:
+            with open(self._file_path, "ab") as handle:
+                handle.write(text.encode("utf-8"))
+                handle.flush()
+                if time.monotonic() - self._last_sync >= self.sync_interval:
+                    os.fsync(handle.fileno())
+                    self._last_sync = time.monotonic()
+        finally:
+            self._lock_obj.release()
+
+    def sync(self) -> None:
+        """Force what was written onto the disk; also runs when the process exits."""
+        try:
+            with open(self._file_path, "ab") as handle:
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            logger.warning("could not sync %s: %s", self._file_path, exc)
+        self._last_sync = time.monotonic()
 
 
 def _drop_torn_tail(path: Path, lock: JournalFileOpenLock) -> None:

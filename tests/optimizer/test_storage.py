@@ -139,3 +139,16 @@ def test_open_storage_many_openers_at_once_none_fails_the_folder_check(tmp_path)
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(check, range(8)))
     assert [p.name for p in target.parent.iterdir()] == []
+
+
+def test_open_storage_journal_records_are_readable_at_once_by_another_opener(tmp_path) -> None:
+    import optuna
+
+    from edit_search.optimizer import open_storage
+
+    path = str(tmp_path / "studies.journal")
+    writer = optuna.create_study(study_name="s", storage=open_storage(path))
+    for value in range(5):
+        writer.add_trial(optuna.trial.create_trial(value=float(value)))
+    reader = optuna.load_study(study_name="s", storage=open_storage(path))
+    assert [t.value for t in reader.trials] == [0.0, 1.0, 2.0, 3.0, 4.0]
