@@ -9,6 +9,7 @@ import math
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -110,20 +111,34 @@ def _transform(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 
 def model_options(fn: F) -> F:
-    """``--transform MEAN,STD`` and ``--trust-checkpoint``, for commands that load a model."""
+    """``--model``, ``--arch``, ``--transform`` and ``--trust-checkpoint``, for commands that
+    load a model (shown in that order)."""
     fn = click.option(
         "--trust-checkpoint",
         is_flag=True,
         help="Fully unpickle a --model file that is more than a state_dict. This runs code "
         "from the file: only for files from an author you trust.",
     )(fn)
-    return click.option(
+    fn = click.option(
         "--transform",
         metavar="MEAN,STD",
         default=None,
         callback=_transform,
         help="Input transform of --model, (image - MEAN) / STD on images in [0, 1] "
         "[default: MODEL.json beside the checkpoint, else MNIST's 0.1307,0.3081].",
+    )(fn)
+    fn = click.option(
+        "--arch",
+        default=None,
+        metavar="MODULE:CLASS",
+        help="The network class of --model [default: SmallCNN].",
+    )(fn)
+    return click.option(
+        "--model",
+        "model_path",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="A state_dict checkpoint [default: the shipped SmallCNN].",
     )(fn)
 
 

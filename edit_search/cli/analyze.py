@@ -16,19 +16,6 @@ from edit_search.explain import save_figure
 
 
 @click.command()
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="A state_dict checkpoint [default: the shipped SmallCNN].",
-)
-@click.option(
-    "--arch",
-    default=None,
-    metavar="MODULE:CLASS",
-    help="The network class of --model [default: SmallCNN].",
-)
 @model_options
 @click.option(
     "--data",

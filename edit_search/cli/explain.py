@@ -29,19 +29,6 @@ DEFAULT_DIR = Path("runs") / "explain"
     help="Where to write the picture (PNG) [default: runs/explain/NAME.png].",
 )
 @click.option("--label", type=int, default=None, help="The true class, when the name has none.")
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="A state_dict checkpoint [default: the shipped SmallCNN].",
-)
-@click.option(
-    "--arch",
-    default=None,
-    metavar="MODULE:CLASS",
-    help="The network class of --model [default: SmallCNN].",
-)
 @model_options
 @click.option(
     "--methods",

@@ -65,19 +65,6 @@ def _unit_interval(ctx: click.Context, param: click.Parameter, value: float) -> 
     help="A folder of images: one study per image.",
 )
 @click.option("--label", type=int, default=None, help="The true class, when the name has none.")
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="A state_dict checkpoint [default: the shipped SmallCNN].",
-)
-@click.option(
-    "--arch",
-    default=None,
-    metavar="MODULE:CLASS",
-    help="The network class of --model [default: SmallCNN].",
-)
 @model_options
 @click.option(
     "--min-preserve",

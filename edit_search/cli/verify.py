@@ -9,8 +9,9 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from edit_search.cli._common import err, handle_errors, print_table
+from edit_search.cli._common import err, handle_errors, model_options, print_table
 from edit_search.data.checkpoint import load_model
+from edit_search.data.model import Transform
 from edit_search.verify import Report, verify_folder
 
 #: Exit code when at least one edit fails.
@@ -40,19 +41,7 @@ def _unit_interval(ctx: click.Context, param: click.Parameter, value: float) -> 
     callback=_unit_interval,
     help="Least share of pixels an edit must keep unchanged.",
 )
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="A state_dict checkpoint [default: the shipped SmallCNN].",
-)
-@click.option(
-    "--arch",
-    default=None,
-    metavar="MODULE:CLASS",
-    help="The network class of --model [default: SmallCNN].",
-)
+@model_options
 @handle_errors
 def verify(
     edited_dir: Path,
@@ -60,6 +49,8 @@ def verify(
     min_preserve: float,
     model_path: Path | None,
     arch: str | None,
+    transform: Transform | None,
+    trust_checkpoint: bool,
 ) -> None:
     """Check every edit in EDITED_DIR against the original of the same name.
 
@@ -67,7 +58,9 @@ def verify(
     --min-preserve of its pixels equal the original's. Exit code 0 only when all pass, 1 when
     any fails, 2 on bad input.
     """
-    model = load_model(model_path, arch=arch)
+    model = load_model(
+        model_path, arch=arch, transform=transform, trust_checkpoint=trust_checkpoint
+    )
     report = verify_folder(model, edited_dir, originals_dir, min_preserve)
 
     if report.unmatched:
