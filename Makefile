@@ -26,6 +26,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy edit_search
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
