@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NoReturn
+
+from edit_search.attribution import METHODS, TARGETS
+from edit_search.errors import InputError
 
 # Operations of a region, and of the top-k pixels; ``push`` moves each top-k pixel the way its
 # signed attribution says helps (lighten where positive, darken where negative).
 OPERATIONS = ("lighten", "darken")
 TOPK_OPERATIONS = ("lighten", "darken", "push")
 POLARITIES = ("positive", "negative", "absolute")
-NUM_PIXELS = 28 * 28
+SIDE = 28
+NUM_PIXELS = SIDE * SIDE
 
 
 @dataclass(frozen=True)
@@ -75,15 +80,37 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
-        """Rebuild a recipe from ``to_dict`` output; recipes without ``keep`` read as before."""
-        fields = {k: data[k] for k in ("method", "target", "polarity", "operation")}
-        regions = tuple(Region(**r) for r in data.get("regions", ()))
+        """Rebuild a recipe from ``to_dict`` output; recipes without ``keep`` read as before.
+
+        Every field is checked, so a hand-edited recipe fails here with one line instead of
+        deep inside the edit code.
+
+        Raises:
+            InputError: a field is missing, of the wrong type or outside its range.
+        """
+        if not isinstance(data, dict):
+            raise InputError(
+                f"recipe must be a JSON object; received {type(data).__name__}; "
+                "pass a recipe written by 'edit-search export'."
+            )
+        regions = data.get("regions", ())
+        if not isinstance(regions, (list, tuple)):
+            _bad("regions", regions, "a list of region objects")
+        keep = data.get("keep", ())
+        if not isinstance(keep, (list, tuple)):
+            _bad("keep", keep, f"a list of pixel indices 0-{NUM_PIXELS - 1}")
         return cls(
-            pixels=int(data["pixels"]),
-            strength=float(data["strength"]),
-            regions=regions,
-            keep=tuple(int(i) for i in data.get("keep", ())),
-            **fields,
+            method=_choice(data, "method", METHODS),
+            target=_choice(data, "target", TARGETS),
+            polarity=_choice(data, "polarity", POLARITIES),
+            pixels=_integer(data, "pixels", 1, NUM_PIXELS),
+            operation=_choice(data, "operation", TOPK_OPERATIONS),
+            strength=_strength(data, "strength"),
+            regions=tuple(_region(r, i) for i, r in enumerate(regions)),
+            keep=tuple(
+                _integer({"keep": k}, "keep", 0, NUM_PIXELS - 1, f"keep[{i}]")
+                for i, k in enumerate(keep)
+            ),
         )
 
     def describe(self) -> str:
@@ -97,3 +124,64 @@ class Recipe:
         if self.keep:
             text += f" keeping {len(self.keep)} px"
         return text
+
+
+def _bad(name: str, value: object, allowed: str) -> NoReturn:
+    raise InputError(
+        f"recipe field {name} is {value!r}; it must be {allowed}. Fix the recipe file or "
+        "export it again with 'edit-search export'."
+    )
+
+
+def _get(data: dict[str, Any], key: str, name: str) -> Any:
+    if key not in data:
+        raise InputError(
+            f"recipe field {name} is missing; export the recipe again with 'edit-search export'."
+        )
+    return data[key]
+
+
+def _choice(data: dict[str, Any], key: str, allowed: tuple[str, ...], name: str = "") -> str:
+    value = _get(data, key, name or key)
+    if value not in allowed:
+        _bad(name or key, value, f"one of {', '.join(allowed)}")
+    return str(value)
+
+
+def _integer(data: dict[str, Any], key: str, low: int, high: int, name: str = "") -> int:
+    value = _get(data, key, name or key)
+    # bool is an int to Python, and 3.0 reads as 3; anything else is refused.
+    whole = isinstance(value, float) and math.isfinite(value) and value.is_integer()
+    if isinstance(value, bool) or not (isinstance(value, int) or whole):
+        _bad(name or key, value, f"a whole number from {low} to {high}")
+    if not low <= int(value) <= high:
+        _bad(name or key, value, f"a whole number from {low} to {high}")
+    return int(value)
+
+
+def _strength(data: dict[str, Any], key: str, name: str = "") -> float:
+    value = _get(data, key, name or key)
+    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if number is None or not math.isfinite(number) or not 0.0 < number <= 1.0:
+        _bad(name or key, value, "a finite number in (0, 1]")
+    return float(value)
+
+
+def _region(data: object, index: int) -> Region:
+    name = f"regions[{index}]"
+    if not isinstance(data, dict):
+        _bad(name, data, "an object with x, y, width, height, operation and strength")
+    unknown = sorted(set(data) - {"x", "y", "width", "height", "operation", "strength"})
+    if unknown:
+        _bad(f"{name}.{unknown[0]}", data[unknown[0]], "absent (not a region field)")
+    x = _integer(data, "x", 0, SIDE - 1, f"{name}.x")
+    y = _integer(data, "y", 0, SIDE - 1, f"{name}.y")
+    return Region(
+        x=x,
+        y=y,
+        # Inside the image: the search clips a rectangle at the edge before recording it.
+        width=_integer(data, "width", 1, SIDE - x, f"{name}.width"),
+        height=_integer(data, "height", 1, SIDE - y, f"{name}.height"),
+        operation=_choice(data, "operation", OPERATIONS, f"{name}.operation"),
+        strength=_strength(data, "strength", f"{name}.strength"),
+    )
