@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -17,7 +18,12 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from edit_search import __version__
-from edit_search.data.checkpoint import DEFAULT_CHECKPOINT, file_sha256, load_model
+from edit_search.data.checkpoint import (
+    DEFAULT_CHECKPOINT,
+    effective_transform,
+    file_sha256,
+    load_model,
+)
 from edit_search.data.images import LoadedImage, load_image, png_bytes, write_atomic
 from edit_search.data.model import Classifier, Transform
 from edit_search.errors import InputError, NoFeasibleEditError, StudyError
@@ -44,10 +50,29 @@ DEFAULT_RUNS_DIR = Path("runs")
 PICKS = ("most-preserved", "largest-margin")
 DEFAULT_TRIALS = 48
 
+# The status of an image whose study ran (or did not need to).
+FIXED = "fixed"
+FIXED_BELOW_MARGIN = "fixed below margin"
+ALREADY_RIGHT = "already right"
+NOT_FIXED = "not fixed"
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=@,-]")
+
 
 @dataclass(frozen=True)
 class RunResult:
-    """One image's outcome, as the results table shows it."""
+    """One image's outcome, as the results table shows it.
+
+    Attributes:
+        trials: COMPLETE trials of the study.
+        failed: FAIL trials of the study.
+        study: None when no study was needed (the image was already right).
+        status: ``fixed``, ``fixed below margin`` (no feasible edit reached the safety margin;
+            the one with the largest margin was exported), ``already right`` (the unedited
+            image was exported) or ``not fixed`` (the exported edit does not make the model
+            right while keeping the required pixels).
+        reason: why the status is not plain ``fixed``; empty otherwise.
+    """
 
     image: str
     label: int
@@ -56,12 +81,74 @@ class RunResult:
     margin: float | None
     preserved: float | None
     trials: int
-    study: str
+    study: str | None
     export: str | None
     seconds: float
+    status: str = FIXED
+    reason: str = ""
+    failed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def is_safe_study_name(name: str) -> bool:
+    """Whether a study name can be used as one folder name: no separators, no leading dot, no
+    control characters, 1-200 characters."""
+    return (
+        0 < len(name) <= 200
+        and not name.startswith(".")
+        and "/" not in name
+        and "\\" not in name
+        and all(ch.isprintable() for ch in name)
+    )
+
+
+def safe_file_name(name: str) -> str:
+    """``name`` when it is a plain file name, else a plain name made from it plus a hash, so a
+    name read from a shared storage never steers a write outside the chosen folder."""
+    if is_safe_study_name(name) and _UNSAFE.search(name) is None:
+        return name
+    cleaned = _UNSAFE.sub("_", name).lstrip(".")[:100] or "study"
+    return f"{cleaned}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def export_dir(study_name: str) -> Path:
+    """The default folder of a study's exports: ``runs/STUDY``, with an unsafe name made safe."""
+    return DEFAULT_RUNS_DIR / safe_file_name(study_name)
+
+
+def edit_status(
+    record: dict[str, Any], label: int, min_preserve: float, min_margin: float
+) -> tuple[str, str]:
+    """The status and reason of an exported edit, from its recipe record's scores."""
+    margin_ = record["margin"]
+    predicted = record["edited_prediction"]
+    if predicted != label or not (margin_ is not None and math.isfinite(margin_) and margin_ > 0):
+        return NOT_FIXED, f"the exported edit is predicted {predicted}, not the label {label}"
+    if record["preserved"] < min_preserve:
+        return NOT_FIXED, (
+            f"the exported edit keeps {record['preserved']:.2%} of the pixels, less than "
+            f"{min_preserve:.2%}"
+        )
+    if margin_ < min_margin:
+        return FIXED_BELOW_MARGIN, (
+            f"no feasible edit reached --min-margin {min_margin:g}; exported the largest "
+            f"margin, {margin_:.3f}"
+        )
+    return FIXED, ""
+
+
+def trial_counts(study: optuna.Study) -> tuple[int, int]:
+    """COMPLETE and FAIL trials of a study."""
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    return states.count(TrialState.COMPLETE), states.count(TrialState.FAIL)
+
+
+def is_already_right(ctx: EditContext, min_margin: float) -> bool:
+    """Whether the unedited image is already predicted right with at least ``min_margin``."""
+    original = float(ctx.original.margin[0])
+    return ctx.predicted == ctx.label and math.isfinite(original) and original >= min_margin
 
 
 def pixels_sha256(pixels: torch.Tensor) -> str:
@@ -288,7 +375,7 @@ def export_trial(
     after = _predictions(ctx, scores.logits[0])
     edited_png = png_bytes(edit.cpu())
 
-    png_path = out_dir / f"{name or Path(settings.image).stem}.png"
+    png_path = out_dir / f"{safe_file_name(name or Path(settings.image).stem)}.png"
     panel_path = png_path.with_name(f"{png_path.stem}_panel.png")
     record = {
         "tool": "edit-search",
@@ -333,6 +420,93 @@ def export_trial(
     return png_path
 
 
+def export_unedited(ctx: EditContext, settings: StudySettings, out_dir: Path) -> Path:
+    """Write the unedited image as ``NAME.png`` with its record ``NAME.json``; for an image the
+    model already gets right, where the best edit is no edit. Returns the PNG's path."""
+    data = png_bytes(ctx.pixels.cpu())
+    before = _predictions(ctx, ctx.original.logits[0])
+    png_path = out_dir / f"{safe_file_name(Path(settings.image).stem)}.png"
+    record = {
+        "tool": "edit-search",
+        "version": __version__,
+        "study": None,
+        "trial": None,
+        "image": settings.image,
+        "image_sha256": settings.image_sha256,
+        "label": settings.label,
+        "model_sha256": settings.model_sha256,
+        "arch": settings.arch,
+        "min_preserve": settings.min_preserve,
+        "min_margin": settings.min_margin,
+        "recipe": None,
+        "description": "unedited: the model already predicts the label with the safety margin",
+        "margin": float(ctx.original.margin[0]),
+        "preserved": 1.0,
+        "feasible": True,
+        "changed_pixels": 0,
+        "original_prediction": ctx.predicted,
+        "edited_prediction": ctx.predicted,
+        "original_probabilities": list(before.probabilities),
+        "edited_probabilities": list(before.probabilities),
+        "edited_png_sha256": hashlib.sha256(data).hexdigest(),
+        "panel": None,
+    }
+    write_atomic(png_path, data)
+    write_atomic(png_path.with_suffix(".json"), (json.dumps(record, indent=2) + "\n").encode())
+    return png_path
+
+
+def result_of(
+    study: optuna.Study, settings: StudySettings, ctx: EditContext, png_path: Path, seconds: float
+) -> RunResult:
+    """The result row of a study whose chosen edit was exported to ``png_path``."""
+    record = json.loads(png_path.with_suffix(".json").read_text())
+    status, reason = edit_status(
+        record, settings.label, settings.min_preserve, settings.min_margin
+    )
+    complete, failed = trial_counts(study)
+    return RunResult(
+        image=settings.image,
+        label=settings.label,
+        original_prediction=ctx.predicted,
+        edited_prediction=record["edited_prediction"],
+        margin=record["margin"],
+        preserved=record["preserved"],
+        trials=complete,
+        failed=failed,
+        study=study.study_name,
+        export=str(png_path),
+        seconds=seconds,
+        status=status,
+        reason=reason,
+    )
+
+
+def already_right_result(
+    settings: StudySettings, ctx: EditContext, out_dir: Path, seconds: float
+) -> RunResult:
+    """The result row of an image the model already gets right: the unedited image exported."""
+    png_path = export_unedited(ctx, settings, out_dir)
+    margin_ = float(ctx.original.margin[0])
+    return RunResult(
+        image=settings.image,
+        label=settings.label,
+        original_prediction=ctx.predicted,
+        edited_prediction=ctx.predicted,
+        margin=margin_,
+        preserved=1.0,
+        trials=0,
+        study=None,
+        export=str(png_path),
+        seconds=seconds,
+        status=ALREADY_RIGHT,
+        reason=(
+            f"the model already predicts {settings.label} with margin {margin_:.3f} >= "
+            f"--min-margin {settings.min_margin:g}; no study ran, the unedited image was exported"
+        ),
+    )
+
+
 def settings_for(
     image: LoadedImage,
     *,
@@ -346,6 +520,7 @@ def settings_for(
 ) -> StudySettings:
     """The study settings for one image under one model (``transform`` as given by the user)."""
     checkpoint = Path(model_path) if model_path is not None else DEFAULT_CHECKPOINT
+    used, source = effective_transform(checkpoint, transform)  # what load_model uses too
     return StudySettings(
         image=image.path.name,
         image_path=str(image.path.resolve()),
@@ -358,7 +533,8 @@ def settings_for(
         min_margin=min_margin,
         sampler=sampler,
         space=space,
-        transform=transform.to_dict() if transform is not None else None,
+        transform=used.to_dict(),
+        transform_source=source,
     )
 
 
@@ -375,6 +551,9 @@ def run_study(
     on_study: Callable[[optuna.Study], None] | None = None,
 ) -> RunResult:
     """Create or resume the study of one image, run its trials, export the best edit.
+
+    An image the model already predicts right with at least the safety margin needs no edit:
+    no study is made and the unedited image is exported (status ``already right``).
 
     Args:
         storage: where the study lives.
@@ -393,6 +572,12 @@ def run_study(
         NoFeasibleEditError: no feasible edit makes the model right.
     """
     started = time.perf_counter()
+    ctx = EditContext(model, image.pixels, image.label)
+    name = study_name or settings.study_name()
+    if is_already_right(ctx, settings.min_margin):
+        target = out_dir or export_dir(name)
+        return already_right_result(settings, ctx, target, time.perf_counter() - started)
+
     study = create_or_resume(storage, settings, study_name)
     register_worker(study)
     # Trials a killed process left RUNNING are failed, so the study is whole again.
@@ -402,25 +587,11 @@ def run_study(
     record_target(study, n_trials)
     if on_study is not None:
         on_study(study)
-    ctx = EditContext(model, image.pixels, image.label)
     optimize(study, ctx, n_trials, on_progress=on_progress)
 
     trial = pick_trial(study)
-    target = out_dir or DEFAULT_RUNS_DIR / study.study_name
-    png_path = export_trial(study, trial, ctx, target)
-    record = json.loads(png_path.with_suffix(".json").read_text())
-    return RunResult(
-        image=settings.image,
-        label=settings.label,
-        original_prediction=ctx.predicted,
-        edited_prediction=record["edited_prediction"],
-        margin=record["margin"],
-        preserved=record["preserved"],
-        trials=len(study.trials),
-        study=study.study_name,
-        export=str(png_path),
-        seconds=time.perf_counter() - started,
-    )
+    png_path = export_trial(study, trial, ctx, out_dir or export_dir(study.study_name))
+    return result_of(study, settings, ctx, png_path, time.perf_counter() - started)
 
 
 def resume_study(
@@ -440,8 +611,15 @@ def resume_study(
         InputError: its image or model file can no longer be read.
     """
     stored = load_settings(storage, study_name)
+    # A --transform is reused; one from the file beside the checkpoint is read again, so a
+    # changed file is refused below. Older studies recorded a transform only from the option.
+    given = stored.transform if stored.transform_source in ("option", None) else None
+    transform = Transform(**given) if given else None
     model = load_model(
-        stored.model_path, device=device, arch=None if stored.arch == "SmallCNN" else stored.arch
+        stored.model_path,
+        device=device,
+        arch=None if stored.arch == "SmallCNN" else stored.arch,
+        transform=transform,
     )
     image = load_image(stored.image_path, label=stored.label, num_classes=model.num_classes)
     settings = settings_for(
@@ -452,8 +630,10 @@ def resume_study(
         min_margin=stored.min_margin,
         sampler=stored.sampler,
         space=stored.space,
+        transform=transform,
     )
-    differ = sorted(k for k, v in stored.identity().items() if settings.identity().get(k) != v)
+    old, new = stored.identity(), settings.identity()
+    differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if differ:
         raise StudyError(
             f"study {study_name!r} was made from other inputs than the files at its recorded "

@@ -6,7 +6,10 @@ import hashlib
 import importlib
 import json
 import logging
+import math
 import pickle
+import pickletools
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -48,19 +51,65 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def read_transform(checkpoint: Path) -> Transform:
-    """The input transform recorded beside a checkpoint (``NAME.json``), else MNIST's."""
+def read_transform(checkpoint: Path) -> Transform | None:
+    """The input transform recorded beside a checkpoint in ``STEM.json``, or None without one.
+
+    The file holds ``{"transform": {"mean": MEAN, "std": STD}}``, both finite numbers, STD > 0.
+
+    Raises:
+        InputError: the file is not JSON, lacks the field, or holds unusable numbers.
+    """
     card = checkpoint.with_suffix(".json")
-    if not card.exists():
-        return Transform()
+    if not card.is_file():
+        return None
     try:
         recorded = json.loads(card.read_text())["transform"]
-        return Transform(mean=float(recorded["mean"]), std=float(recorded["std"]))
-    except (KeyError, TypeError, ValueError) as exc:
+        mean, std = recorded["mean"], recorded["std"]
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
         raise InputError(
             f"{card.name!r} beside the checkpoint has no valid 'transform' "
-            f"({{'mean': ..., 'std': ...}}): {exc}; fix or remove it."
+            f"({{'mean': ..., 'std': ...}}): {type(exc).__name__}: {str(exc)[:80]}; "
+            "fix or remove it."
         ) from None
+    if not (_finite_number(mean) and _finite_number(std) and std > 0):
+        raise InputError(
+            f"{card.name!r} beside the checkpoint gives mean {mean!r} and std {std!r}; both "
+            'must be finite numbers with std > 0, as in {"transform": {"mean": 0.1307, '
+            '"std": 0.3081}}: fix or remove it.'
+        )
+    return Transform(mean=float(mean), std=float(std))
+
+
+def _finite_number(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+def effective_transform(
+    checkpoint: str | Path | None, transform: Transform | None = None
+) -> tuple[Transform, str]:
+    """The transform a model is loaded with, and where it came from.
+
+    Args:
+        checkpoint: the checkpoint file; None means the shipped one.
+        transform: the transform given by the user, which wins over any file.
+
+    Returns:
+        The transform and its source: ``option``, ``file`` (``STEM.json`` beside the
+        checkpoint) or ``default`` (MNIST's).
+
+    Raises:
+        InputError: ``STEM.json`` exists but is not usable.
+    """
+    if transform is not None:
+        return transform, "option"
+    path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+    recorded = read_transform(path)
+    return (recorded, "file") if recorded is not None else (Transform(), "default")
 
 
 def _numpy_globals() -> list[Any]:
@@ -77,10 +126,13 @@ def _numpy_globals() -> list[Any]:
     return [multiarray.scalar, multiarray._reconstruct, np.ndarray, np.dtype, *dtype_classes]
 
 
-def _unsafe_globals(path: Path) -> str:
+def _unsafe_globals(path: Path, is_zip: bool = True) -> str:
     """The names a checkpoint would import when unpickled, for the refusal message."""
     try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        if is_zip:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        else:
+            names = _pickle_globals(path) or []
     except Exception:  # noqa: BLE001  (only improves a message about an unloadable file)
         return "objects beyond tensors"
     allowed = {f"{g.__module__}.{g.__qualname__}" for g in _numpy_globals()}
@@ -92,6 +144,29 @@ def _unsafe_globals(path: Path) -> str:
         return "objects beyond tensors"
     shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
     return shown
+
+
+def _pickle_globals(path: Path, most: int = 4) -> list[str] | None:
+    """The names the pickles at the start of a non-zip file import, read without running them.
+
+    A legacy ``torch.save`` file is a few pickles in a row followed by raw tensor bytes; the
+    first ``most`` are scanned. Returns None when the file does not start with a whole pickle.
+    """
+    names: list[str] = []
+    strings: list[str] = []
+    with open(path, "rb") as handle:
+        for count in range(most):
+            try:
+                for opcode, arg, _ in pickletools.genops(handle):
+                    if isinstance(arg, str):
+                        strings.append(arg)
+                    if opcode.name == "GLOBAL" and isinstance(arg, str):
+                        names.append(arg.replace(" ", "."))
+                    elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        names.append(".".join(strings[-2:]))
+            except Exception:  # noqa: BLE001  (any parse failure means: not a pickle here)
+                return None if count == 0 else names
+    return names
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -197,6 +272,28 @@ def _check_keys(net: nn.Module, state: dict[str, torch.Tensor], path: Path) -> N
         )
 
 
+def _torch_load(path: Path, device: torch.device, trust_checkpoint: bool) -> Any:
+    # Tensors saved on a GPU are mapped to ``device``; a CPU-only machine loads them too.
+    if trust_checkpoint:
+        logger.warning("unpickling %s fully (--trust-checkpoint): it may run code", path)
+        return torch.load(path, map_location=device, weights_only=False)
+    with torch.serialization.safe_globals(_numpy_globals()):
+        return torch.load(path, map_location=device, weights_only=True)
+
+
+def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse NaN or infinite weights: every score of such a model would be NaN."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise InputError(
+                    f"{path.name!r} holds {bad} NaN or infinite value(s) in {key!r} "
+                    f"{tuple(tensor.shape)}; every score would be NaN: pass a checkpoint "
+                    "saved before training diverged."
+                )
+
+
 def load_model(
     path: str | Path | None = None,
     *,
@@ -211,11 +308,13 @@ def load_model(
         path: a state_dict file; None loads the shipped SmallCNN.
         device: where the model lives.
         arch: ``package.module:ClassName`` of a user's network; None means SmallCNN.
-        transform: the input transform; None reads ``NAME.json`` beside the checkpoint.
+        transform: the input transform; None reads ``STEM.json`` beside the checkpoint
+            (``my_net.json`` beside ``my_net.pt``), else uses MNIST's.
         trust_checkpoint: allow full unpickling, which runs code from the file.
 
     Raises:
-        InputError: the file is missing, unreadable, refused by ``weights_only``, or does not fit.
+        InputError: the file is missing, unreadable, refused by ``weights_only``, holds NaN
+            or infinite weights, or does not fit; or ``STEM.json`` beside it is unusable.
     """
     path = Path(path) if path is not None else DEFAULT_CHECKPOINT
     if path.is_dir():
@@ -227,20 +326,24 @@ def load_model(
             f"{path.name!r} is a TorchScript archive, which edit-search does not load; save "
             "the network's weights with torch.save(model.state_dict(), PATH) and pass --arch."
         )
+    is_zip = zipfile.is_zipfile(path)
+    if not is_zip and _pickle_globals(path) is None:
+        raise InputError(
+            f"cannot read checkpoint {path.name!r}: it is not a readable checkpoint (neither a "
+            "torch.save archive nor a pickle); pass a file saved with "
+            "torch.save(model.state_dict(), PATH)."
+        )
     device = torch.device(device) if isinstance(device, str) else device
 
     try:
-        # Tensors saved on a GPU are mapped to ``device``; a CPU-only machine loads them too.
-        if trust_checkpoint:
-            logger.warning("unpickling %s fully (--trust-checkpoint): it may run code", path)
-            payload = torch.load(path, map_location=device, weights_only=False)
-        else:
-            with torch.serialization.safe_globals(_numpy_globals()):
-                payload = torch.load(path, map_location=device, weights_only=True)
+        # torch warns on stderr about pickle protocols it did not write; the outcome says enough.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+            payload = _torch_load(path, device, trust_checkpoint)
     except pickle.UnpicklingError:
         raise InputError(
             f"{path.name!r} is not a plain state_dict and loading it would run code from the "
-            f"file (it needs {_unsafe_globals(path)}); re-save it with "
+            f"file (it needs {_unsafe_globals(path, is_zip)}); re-save it with "
             "torch.save(model.state_dict(), PATH), or pass --trust-checkpoint if you trust "
             "its author."
         ) from None
@@ -253,8 +356,10 @@ def load_model(
     net = _load_arch(arch)
     state = _state_dict_of(payload, path)
     _check_keys(net, state, path)
+    _check_finite(state, path)
     net.load_state_dict(state, strict=True)
-    model = Classifier(net, transform or read_transform(path)).to(device).eval()
+    effective, _ = effective_transform(path, transform)
+    model = Classifier(net, effective).to(device).eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     _check_output(model, path)

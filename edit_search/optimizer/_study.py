@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage
 
+from edit_search.data.model import Transform
 from edit_search.errors import StudyError
 from edit_search.search_spaces import NUM_PIXELS, SearchSpace
 
@@ -54,8 +55,11 @@ class StudySettings:
         min_margin: the margin an edit should reach to count as safely fixed.
         sampler: ``tpe``, ``nsga2`` or ``random``.
         space: the search space.
-        transform: the model's input transform when given on the command line, as
-            ``{"mean": ..., "std": ...}``; None when it came from beside the checkpoint.
+        transform: the input transform the model is scored with, as ``{"mean": ..., "std":
+            ...}``, whichever its source; None only in studies recorded before it was kept.
+        transform_source: where the transform came from: ``option`` (``--transform``),
+            ``file`` (``STEM.json`` beside the checkpoint) or ``default``; not part of the
+            identity, it tells ``resume`` whether to read the file again.
     """
 
     image: str
@@ -70,6 +74,7 @@ class StudySettings:
     sampler: str
     space: SearchSpace
     transform: dict[str, float] | None = None
+    transform_source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -83,9 +88,11 @@ class StudySettings:
     def identity(self) -> dict[str, Any]:
         """The settings that make two studies the same study (paths may differ)."""
         data = self.to_dict()
-        del data["image_path"], data["model_path"]
-        if data["transform"] is None:
-            del data["transform"]  # studies made before the option keep their names
+        del data["image_path"], data["model_path"], data["transform_source"]
+        # MNIST's transform is left out, so studies recorded before the transform was kept
+        # (which used it unless a file or option said otherwise) keep their names.
+        if data["transform"] is None or data["transform"] == Transform().to_dict():
+            del data["transform"]
         return data
 
     def study_name(self) -> str:

@@ -282,3 +282,84 @@ def test_load_model_folder_refused() -> None:
     Path("weights.pt").mkdir()
     with pytest.raises(InputError, match="checkpoint 'weights.pt' is a folder"):
         load_model("weights.pt")
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        {"mean": 0.1, "std": 0},
+        {"mean": 0.1, "std": -0.3},
+        {"mean": float("nan"), "std": 0.3},
+        {"mean": 0.1, "std": float("inf")},
+        {"mean": "0.1", "std": 0.3},
+        {"mean": True, "std": 0.3},
+    ],
+)
+def test_load_model_unusable_transform_file_refused_naming_it(
+    state: dict[str, torch.Tensor], transform: dict[str, object]
+) -> None:
+    path = _save(state, "mine.pt")
+    Path("mine.json").write_text(json.dumps({"transform": transform}))
+    with pytest.raises(InputError) as refused:
+        load_model(path)
+    message = str(refused.value)
+    assert message.startswith("'mine.json' beside the checkpoint gives mean")
+    assert "std > 0" in message and "\n" not in message
+
+
+def test_effective_transform_names_its_source(state: dict[str, torch.Tensor]) -> None:
+    from edit_search.data.checkpoint import effective_transform
+
+    path = _save(state, "mine.pt")
+    assert effective_transform(path) == (Transform(), "default")
+    Path("mine.json").write_text(json.dumps({"transform": {"mean": 0.2, "std": 0.5}}))
+    assert effective_transform(path) == (Transform(0.2, 0.5), "file")
+    assert effective_transform(path, Transform(0.3, 0.6)) == (Transform(0.3, 0.6), "option")
+    assert load_model(path).transform == Transform(0.2, 0.5)
+
+
+@pytest.mark.parametrize(("value", "count"), [(float("nan"), 1), (float("inf"), 2)])
+def test_load_model_non_finite_weights_refused_naming_the_tensor(
+    state: dict[str, torch.Tensor], value: float, count: int
+) -> None:
+    broken = {k: v.clone() for k, v in state.items()}
+    broken["fc1.weight"][0, :count] = value
+    with pytest.raises(InputError) as refused:
+        load_model(_save(broken, "diverged.pt"))
+    message = str(refused.value)
+    assert f"{count} NaN or infinite value(s) in 'fc1.weight' (16, 576)" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "content", [bytes(range(256)) * 8, b"\x00\xff" * 100, b"hello world", b"PK\x03\x04 torn"]
+)
+def test_load_model_garbage_file_called_unreadable_not_code(content: bytes) -> None:
+    path = Path("garbage.pt")
+    path.write_bytes(content)
+    with pytest.raises(InputError) as refused:
+        load_model(path)
+    message = str(refused.value)
+    assert "is not a readable checkpoint" in message
+    assert "run code" not in message and "--trust-checkpoint" not in message
+
+
+def test_load_model_plain_pickle_with_code_refused_without_torch_warning(
+    recwarn: pytest.WarningsRecorder,
+) -> None:
+    import pickle
+
+    with open("evil.pt", "wb") as handle:
+        pickle.dump({"extra": _Payload()}, handle, protocol=4)
+    with pytest.raises(InputError, match=r"would run code from the file \(it needs .*mkdir"):
+        load_model("evil.pt")
+    assert not Path("payload-ran").exists()
+    assert not [w for w in recwarn if "pickle protocol" in str(w.message)]
+
+
+def test_load_model_legacy_torch_save_format_still_loads(
+    state: dict[str, torch.Tensor], model: Classifier, batch: torch.Tensor
+) -> None:
+    path = Path("legacy.pt")
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+    assert torch.equal(load_model(path)(batch), model(batch))
