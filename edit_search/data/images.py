@@ -18,7 +18,15 @@ from edit_search.search_spaces._edits import quantize  # noqa: F401  (re-exporte
 
 IMAGE_SIZE = 28
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-_LABEL_PATTERN = re.compile(r"_label(\d+)$")
+# The label is ``_labelN`` ending the stem, in any case; another ``_labelN`` with another N
+# anywhere in the name makes it ambiguous.
+_LABEL_PATTERN = re.compile(r"_label(\d+)$", re.IGNORECASE)
+_ANY_LABEL_PATTERN = re.compile(r"_label(\d+)(?!\d)", re.IGNORECASE)
+# A dark digit on light paper has an even, light border and a clearly darker centre. Measured
+# on the 65 shipped digits, inverted: border spread (std) at most 21 levels, centre at least 41
+# levels darker than the border; random noise: spread about 75, centre as light as the border.
+_INVERTED_BORDER_SPREAD = 48
+_INVERTED_CENTRE_GAP = 24
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,18 @@ def to_float(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def label_from_name(path: Path) -> int | None:
-    """The label in a file name like ``2_label3.png``, or None when the name carries none."""
+    """The label in a file name like ``2_label3.png`` (any case), or None when it has none.
+
+    Raises:
+        InputError: the name carries two different labels, as ``x_label3_label5.png``.
+    """
+    found = [int(m.group(1)) for m in _ANY_LABEL_PATTERN.finditer(path.stem)]
+    if len(set(found)) > 1:
+        shown = ", ".join(str(n) for n in found)
+        raise InputError(
+            f"the file name {path.name!r} carries more than one label ({shown}); rename it "
+            "with a single _labelN at the end of its name, such as '2_label3.png'."
+        )
     match = _LABEL_PATTERN.search(path.stem)
     return int(match.group(1)) if match else None
 
@@ -187,7 +206,8 @@ def load_image(
     elif _looks_inverted(grey):
         raise InputError(
             f"{path.name!r} looks like a dark digit on a light background (border mean "
-            f"{_border_mean(grey):.0f}/255); MNIST digits are light on black: pass --invert."
+            f"{_border_mean(grey):.0f}/255, centre mean {_centre_mean(grey):.0f}/255); MNIST "
+            "digits are light on black: pass --invert."
         )
     return LoadedImage(path, torch.from_numpy(grey.copy()), chosen, tuple(notes))
 
@@ -197,13 +217,27 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:160] if text else type(exc).__name__
 
 
+def _border(grey: np.ndarray) -> np.ndarray:
+    return np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]]).astype(np.float64)
+
+
 def _border_mean(grey: np.ndarray) -> float:
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    return float(border.mean())
+    return float(_border(grey).mean())
+
+
+def _centre_mean(grey: np.ndarray) -> float:
+    return float(grey[7:21, 7:21].mean())  # the central 14x14, where a digit's strokes are
 
 
 def _looks_inverted(grey: np.ndarray) -> bool:
-    return _border_mean(grey) > 127
+    """An even, light border around a clearly darker centre; noise is let through."""
+    border = _border(grey)
+    mean = float(border.mean())
+    return (
+        mean > 127
+        and float(border.std()) <= _INVERTED_BORDER_SPREAD
+        and _centre_mean(grey) < mean - _INVERTED_CENTRE_GAP
+    )
 
 
 def list_images(folder: str | Path) -> list[Path]:
