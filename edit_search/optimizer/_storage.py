@@ -31,7 +31,11 @@ _JOURNAL_SIGNATURE = b'{"op_code":'
 
 
 def open_storage(
-    url: str | None = None, *, heartbeat_interval: int = 30, grace_period: int = 120
+    url: str | None = None,
+    *,
+    create: bool = True,
+    heartbeat_interval: int = 30,
+    grace_period: int = 120,
 ) -> BaseStorage:
     """Open a storage.
 
@@ -39,17 +43,26 @@ def open_storage(
         url: a journal file path (``*.journal`` or ``journal:PATH``), or a database URL
             (``sqlite:///FILE``, ``postgresql://...``, ``mysql://...``). None opens the
             default journal file under runs/.
+        create: make the file (and its folder) when it does not exist; False for commands
+            that only read, which then refuse a journal or SQLite file that is not there.
         heartbeat_interval: seconds between heartbeats of a RUNNING trial (databases only).
         grace_period: seconds without a heartbeat before a RUNNING trial is failed and
             enqueued again once (databases only).
 
     Raises:
-        InputError: the URL does not parse, or its folder cannot be created or written.
+        InputError: the URL is empty or does not parse, its folder cannot be created or
+            written, or (``create=False``) the file does not exist.
     """
-    url = url or DEFAULT_STORAGE
+    if url is None:
+        url = DEFAULT_STORAGE
+    if not url.strip():
+        raise InputError(
+            "--storage is empty; pass a journal file path or a database URL, or leave the "
+            f"option out for {DEFAULT_STORAGE}."
+        )
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
     if scheme in _RDB_SCHEMES:
-        return _open_rdb(url, scheme, heartbeat_interval, grace_period)
+        return _open_rdb(url, scheme, heartbeat_interval, grace_period, create)
     if "://" in url:
         raise InputError(
             f"storage {_shown(url)!r} has an unknown scheme {scheme!r}; use a journal file path, "
@@ -61,6 +74,8 @@ def open_storage(
             f"storage {_shown(url)!r} is a folder; pass a file path such as "
             f"{str(path / 'studies.journal')!r}."
         )
+    if not create:
+        _check_exists(path)
     _check_writable_folder(path)
     # An open(O_EXCL)-based lock works on local disks and on NFSv3+, where symlinks may not.
     lock = JournalFileOpenLock(str(path))
@@ -155,6 +170,13 @@ def _shown(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
+def _check_exists(path: Path) -> None:
+    if not path.is_file():
+        raise InputError(
+            f"no storage at {str(path)!r}; run `edit-search run` first or check --storage."
+        )
+
+
 def _check_writable_folder(path: Path) -> None:
     folder = path.parent
     blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
@@ -181,7 +203,9 @@ def _check_writable_folder(path: Path) -> None:
         ) from None
 
 
-def _open_rdb(url: str, scheme: str, heartbeat_interval: int, grace_period: int) -> BaseStorage:
+def _open_rdb(
+    url: str, scheme: str, heartbeat_interval: int, grace_period: int, create: bool = True
+) -> BaseStorage:
     engine_kwargs: dict[str, object] = {}
     if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
         # SQLAlchemy 2.1 picks psycopg 3 for a bare postgresql:// URL; the postgres extra
@@ -199,6 +223,8 @@ def _open_rdb(url: str, scheme: str, heartbeat_interval: int, grace_period: int)
                 f"storage {_shown(url)!r} names a folder; pass a file such as "
                 f"sqlite:///{(Path(file) / 'studies.db').as_posix()}."
             )
+        if not create:
+            _check_exists(Path(file))
         _check_writable_folder(Path(file))
         # Wait for a busy database instead of failing with "database is locked".
         engine_kwargs["connect_args"] = {"timeout": 60}

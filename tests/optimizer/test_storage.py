@@ -152,3 +152,28 @@ def test_open_storage_journal_records_are_readable_at_once_by_another_opener(tmp
         writer.add_trial(optuna.trial.create_trial(value=float(value)))
     reader = optuna.load_study(study_name="s", storage=open_storage(path))
     assert [t.value for t in reader.trials] == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+@pytest.mark.parametrize(
+    "url", ["new/place/studies.journal", "journal:new/studies.journal", "sqlite:///new/s.db"]
+)
+def test_open_storage_create_false_missing_file_refused_creating_nothing(url: str) -> None:
+    with pytest.raises(InputError) as refused:
+        open_storage(url, create=False)
+    message = str(refused.value)
+    assert message.startswith("no storage at 'new/")
+    assert "run `edit-search run` first or check --storage" in message
+    assert not Path("new").exists()
+
+
+@pytest.mark.parametrize("url", ["studies.journal", "sqlite:///studies.db"])
+def test_open_storage_create_false_existing_file_opened(url: str) -> None:
+    _study_with_trials(open_storage(url), 2)
+    assert all_study_names(open_storage(url, create=False)) == ["s"]
+
+
+@pytest.mark.parametrize("url", ["", "  "])
+def test_open_storage_empty_url_refused_not_the_default(url: str) -> None:
+    with pytest.raises(InputError, match="--storage is empty"):
+        open_storage(url)
+    assert not Path("runs").exists()
