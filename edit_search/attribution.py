@@ -172,11 +172,14 @@ def attribute(
 # The greedy sequence stops at this many changes or once the target output reaches the cap:
 # enough for margins well past any usual --min-margin, at a bounded cost per image.
 GREEDY_STEPS = 64
-GREEDY_CAP = 6.0
+GREEDY_CAP = 4.0
 # Between full passes over every candidate, only the best candidates of the last full pass
-# are scored again: one pixel's change moves the others' gains only a little.
-GREEDY_REFRESH = 8
-GREEDY_SHORTLIST = 48
+# are scored again: one pixel's change moves the others' gains only a little. Measured on the
+# first 25 shipped misclassified digits: a full pass every 2nd step with 64 re-scored needs
+# the same pixel count as the exact greedy search for margin >= 1 on all 25 (one fewer on
+# one) at 40 % of its forward passes; every 8th step with 48 lost a pixel on five of them.
+GREEDY_REFRESH = 2
+GREEDY_SHORTLIST = 64
 
 
 @torch.inference_mode()
