@@ -340,9 +340,10 @@ def main(argv: list[str] | None = None) -> int:
             f"one process, first {n} image(s), s": sum(times[:n])
             for n in sorted({1, min(10, len(times)), len(times)})
         }
-        if not args.quick and len(paths) >= 15:
-            workers = worker_scaling(paths[5:15], folder)
-            scaling |= {f"edit-search worker x{n}, 10 images, s": s for n, s in workers.items()}
+        if not args.quick and len(paths) >= 11:
+            # Six studies: enough to show the split, short enough to keep the bench in budget.
+            workers = worker_scaling(paths[5:11], folder)
+            scaling |= {f"`edit-search worker` x{n}, 6 images, s": s for n, s in workers.items()}
 
     table = build_table(rows, rates, scaling)
     Console(width=max(Console().width, 170)).print(table)
