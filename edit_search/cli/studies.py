@@ -13,7 +13,17 @@ import optuna
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edit_search.cli._common import err, handle_errors, print_table, storage_option
+from edit_search.cli._common import (
+    check_out_dir,
+    check_out_file,
+    echo_json,
+    err,
+    handle_errors,
+    margin_value,
+    print_table,
+    storage_option,
+)
+from edit_search.cli._results import Outcome
 from edit_search.data.checkpoint import resolve_device
 from edit_search.errors import EXIT_INTERRUPTED
 from edit_search.optimizer import (
@@ -27,9 +37,11 @@ from edit_search.optimizer import (
 from edit_search.optimizer import Progress as TrialProgress
 from edit_search.reapply import apply_recipe_file, read_recipe_file
 from edit_search.runs import (
-    DEFAULT_RUNS_DIR,
+    NOT_FIXED,
     PICKS,
     context_for,
+    edit_status,
+    export_dir,
     export_trial,
     find_trial,
     is_feasible,
@@ -55,7 +67,7 @@ def _percent(value: float | None) -> str:
 @handle_errors
 def studies(storage: str | None, fmt: str) -> None:
     """List the studies in a storage, with how far each got."""
-    backend = open_storage(storage)
+    backend = open_storage(storage, create=False)
     summaries = []
     for name in all_study_names(backend):
         study = optuna.load_study(study_name=name, storage=backend)
@@ -63,7 +75,7 @@ def studies(storage: str | None, fmt: str) -> None:
             summaries.append(summarize(study))
     if fmt == "json":
         for summary in summaries:
-            click.echo(json.dumps(summary.to_dict()))
+            echo_json(summary.to_dict())
         return
     if not summaries:
         err.print("No edit-search studies in this storage; 'edit-search run' makes one.")
@@ -73,7 +85,9 @@ def studies(storage: str | None, fmt: str) -> None:
         table.add_column(column, justify="left" if column in ("study", "image") else "right")
     table.add_column("margin", justify="right")
     for s in summaries:
-        trials = str(s.trials) + (f" (+{s.running} running)" if s.running else "")
+        trials = str(s.trials) + "".join(
+            f" (+{n} {word})" for n, word in ((s.running, "running"), (s.failed, "failed")) if n
+        )
         table.add_row(
             s.study,
             s.image,
@@ -121,7 +135,8 @@ def pareto(study_name: str, storage: str | None, fmt: str, plot: Path | None) ->
 
     When no trial is feasible, the front of the infeasible trials is shown instead.
     """
-    study = load_study(open_storage(storage), study_name)
+    check_out_file(plot, "--plot")
+    study = load_study(open_storage(storage, create=False), study_name)
     settings = StudySettings.from_dict(study.user_attrs[SETTINGS_KEY])
     front = pareto_front(study)
     feasible = bool(front)
@@ -137,7 +152,7 @@ def pareto(study_name: str, storage: str | None, fmt: str, plot: Path | None) ->
         err.print(f"Plot written to {plot}", highlight=False)
 
     if fmt == "json":
-        click.echo(json.dumps({"study": study_name, "feasible": feasible, "front": rows}))
+        echo_json({"study": study_name, "feasible": feasible, "front": rows})
         return
     kind = "feasible" if feasible else "infeasible"
     table = Table(
@@ -177,7 +192,8 @@ def pareto(study_name: str, storage: str | None, fmt: str, plot: Path | None) ->
     "--min-margin",
     type=float,
     default=None,
-    help="Safety margin for --pick most-preserved [default: the study's].",
+    callback=margin_value,
+    help="Safety margin (logits, >= 0) for --pick most-preserved [default: the study's].",
 )
 @click.option(
     "-o",
@@ -206,7 +222,8 @@ def export(
     """Write an edit of STUDY: the PNG, its recipe JSON and a panel picture."""
     if number is not None and (pick is not None or min_margin is not None):
         raise click.UsageError("--trial names one trial; drop --pick and --min-margin with it.")
-    study = load_study(open_storage(storage), study_name)
+    check_out_dir(out_dir, "--out")
+    study = load_study(open_storage(storage, create=False), study_name)
     settings = StudySettings.from_dict(study.user_attrs[SETTINGS_KEY])
     if number is not None:
         trial = find_trial(study, number)
@@ -220,12 +237,21 @@ def export(
     ctx = context_for(settings, resolve_device(device))
     stem = Path(settings.image).stem
     png = export_trial(
-        study, trial, ctx, out_dir or DEFAULT_RUNS_DIR / study_name, f"{stem}_trial{trial.number}"
+        study, trial, ctx, out_dir or export_dir(study_name), f"{stem}_trial{trial.number}"
     )
     record = json.loads(png.with_suffix(".json").read_text())
+    threshold = settings.min_margin if min_margin is None else min_margin
+    status, reason = edit_status(record, settings.label, settings.min_preserve, threshold)
+    if status == NOT_FIXED and record["edited_prediction"] != settings.label:
+        err.print(
+            f"[yellow]Note:[/] trial {trial.number} does not fix the image: {reason}.",
+            highlight=False,
+        )
+    elif reason and status != NOT_FIXED:
+        err.print(f"[yellow]Note:[/] {status}: {reason}.", highlight=False)
     files = [str(png), str(png.with_suffix(".json")), str(png.with_name(record["panel"]))]
     if fmt == "json":
-        click.echo(json.dumps({**record, "files": files}))
+        echo_json({**record, "status": status, "reason": reason, "files": files})
         return
     click.echo(
         f"trial {trial.number}: {record['description']}\n"
@@ -268,7 +294,8 @@ def resume(
     fmt: str,
 ) -> None:
     """More trials on STUDY, with its stored image, model and settings."""
-    backend = open_storage(storage)
+    check_out_dir(out_dir, "--out")
+    backend = open_storage(storage, create=False)
     with Progress(
         TextColumn(study_name),
         BarColumn(),
@@ -301,13 +328,18 @@ def resume(
             err.print(f"Resume with: {shlex.join(command)}", highlight=False)
             sys.exit(EXIT_INTERRUPTED)
 
+    if result.reason:
+        err.print(f"[yellow]Note:[/] {result.status}: {result.reason}.", highlight=False)
     if fmt == "json":
-        click.echo(json.dumps({**result.to_dict(), "seconds": round(result.seconds, 3)}))
+        echo_json(Outcome.from_result(result).to_dict())
         return
+    failed = f", {result.failed} failed" if result.failed else ""
+    margin = "-" if result.margin is None else f"{result.margin:.3f}"
     click.echo(
-        f"{result.study}: {result.trials} trials; prediction {result.original_prediction} -> "
-        f"{result.edited_prediction} (true {result.label}), margin {result.margin:.3f}, "
-        f"preserved {_percent(result.preserved)}\n{result.export}"
+        f"{result.study}: {result.trials} complete trials{failed}; prediction "
+        f"{result.original_prediction} -> {result.edited_prediction} (true {result.label}), "
+        f"margin {margin}, preserved {_percent(result.preserved)}, {result.status}\n"
+        f"{result.export}"
     )
 
 
@@ -355,6 +387,7 @@ def apply_command(
     fmt: str,
 ) -> None:
     """Re-apply an exported RECIPE.json to an image and write the edited PNG."""
+    check_out_file(out_path, "--out")
     record = read_recipe_file(recipe_path)
     out_path = out_path or Path(f"{image_path.stem}_edited.png")
     applied = apply_recipe_file(
@@ -370,7 +403,7 @@ def apply_command(
     for mismatch in applied.mismatches:
         err.print(f"[yellow]Warning:[/] {mismatch} (applied with --force).")
     if fmt == "json":
-        click.echo(json.dumps(applied.to_dict()))
+        echo_json(applied.to_dict())
         return
     same = "identical to the exported edit" if applied.identical else "differs from the export"
     click.echo(

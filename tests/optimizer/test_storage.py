@@ -177,3 +177,36 @@ def test_open_storage_empty_url_refused_not_the_default(url: str) -> None:
     with pytest.raises(InputError, match="--storage is empty"):
         open_storage(url)
     assert not Path("runs").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["studies"],
+        ["pareto", "s"],
+        ["export", "s"],
+        ["resume", "s", "--trials", "1"],
+    ],
+)
+@pytest.mark.parametrize("url", ["new/place/studies.journal", "sqlite:///new/s.db"])
+def test_reading_commands_missing_storage_exit_2_creating_nothing(
+    args: list[str], url: str
+) -> None:
+    from click.testing import CliRunner
+
+    from edit_search.cli import main
+
+    result = CliRunner().invoke(main, [*args, "--storage", url], catch_exceptions=False)
+    assert result.exit_code == 2
+    assert "no storage at 'new/" in result.stderr.strip().splitlines()[-1]
+    assert not Path("new").exists()
+
+
+def test_reading_command_empty_storage_exit_2() -> None:
+    from click.testing import CliRunner
+
+    from edit_search.cli import main
+
+    result = CliRunner().invoke(main, ["studies", "--storage", ""], catch_exceptions=False)
+    assert result.exit_code == 2 and "--storage is empty" in result.stderr
+    assert not Path("runs").exists()
