@@ -145,10 +145,13 @@ def trial_counts(study: optuna.Study) -> tuple[int, int]:
     return states.count(TrialState.COMPLETE), states.count(TrialState.FAIL)
 
 
-def is_already_right(ctx: EditContext, min_margin: float) -> bool:
-    """Whether the unedited image is already predicted right with at least ``min_margin``."""
-    original = float(ctx.original.margin[0])
-    return ctx.predicted == ctx.label and math.isfinite(original) and original >= min_margin
+def is_already_right(ctx: EditContext) -> bool:
+    """Whether the model already predicts the label on the unedited image: nothing to fix.
+
+    Such an image gets no edit even when its margin is below the safety margin: the job is to
+    fix a wrong prediction, and the unedited image keeps every pixel.
+    """
+    return ctx.predicted == ctx.label and math.isfinite(float(ctx.original.margin[0]))
 
 
 def pixels_sha256(pixels: torch.Tensor) -> str:
@@ -439,7 +442,7 @@ def export_unedited(ctx: EditContext, settings: StudySettings, out_dir: Path) ->
         "min_preserve": settings.min_preserve,
         "min_margin": settings.min_margin,
         "recipe": None,
-        "description": "unedited: the model already predicts the label with the safety margin",
+        "description": "unedited: the model already predicts the label",
         "margin": float(ctx.original.margin[0]),
         "preserved": 1.0,
         "feasible": True,
@@ -488,6 +491,9 @@ def already_right_result(
     """The result row of an image the model already gets right: the unedited image exported."""
     png_path = export_unedited(ctx, settings, out_dir)
     margin_ = float(ctx.original.margin[0])
+    below = (
+        f" (below --min-margin {settings.min_margin:g})" if margin_ < settings.min_margin else ""
+    )
     return RunResult(
         image=settings.image,
         label=settings.label,
@@ -501,8 +507,8 @@ def already_right_result(
         seconds=seconds,
         status=ALREADY_RIGHT,
         reason=(
-            f"the model already predicts {settings.label} with margin {margin_:.3f} >= "
-            f"--min-margin {settings.min_margin:g}; no study ran, the unedited image was exported"
+            f"the model already predicts {settings.label}, margin {margin_:.3f}{below}; no "
+            "study ran and the unedited image was exported"
         ),
     )
 
@@ -552,8 +558,8 @@ def run_study(
 ) -> RunResult:
     """Create or resume the study of one image, run its trials, export the best edit.
 
-    An image the model already predicts right with at least the safety margin needs no edit:
-    no study is made and the unedited image is exported (status ``already right``).
+    An image the model already predicts right needs no edit: no study is made and the
+    unedited image is exported (status ``already right``).
 
     Args:
         storage: where the study lives.
@@ -574,7 +580,7 @@ def run_study(
     started = time.perf_counter()
     ctx = EditContext(model, image.pixels, image.label)
     name = study_name or settings.study_name()
-    if is_already_right(ctx, settings.min_margin):
+    if is_already_right(ctx):
         target = out_dir or export_dir(name)
         return already_right_result(settings, ctx, target, time.perf_counter() - started)
 

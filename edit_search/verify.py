@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from edit_search.data.images import IMAGE_SUFFIXES, list_images, load_image
+from edit_search.data.images import IMAGE_SUFFIXES, label_from_name, list_images, load_image
 from edit_search.data.model import Classifier
 from edit_search.errors import EditSearchError, InputError
 from edit_search.objectives import margin, preserved
@@ -96,6 +96,14 @@ def check_edit(
         original_path: the unedited digit; its name carries the label (``2_label3.png``).
         min_preserve: least share of pixels that must be unchanged, in [0, 1].
     """
+    if label_from_name(original_path) is None:
+        return _unreadable(
+            edited_path,
+            original_path,
+            None,
+            f"the original {original_path.name!r} has no label in its name; rename it like "
+            "'2_label3.png'",
+        )
     try:
         original = load_image(original_path, num_classes=model.num_classes)
     except EditSearchError as exc:

@@ -1,34 +1,43 @@
-"""The ``edit-search`` command line: parse, call the library, print with rich."""
+"""The ``edit-search`` command line: parse, call the library, print with rich.
+
+``main`` is the click group (for ``CliRunner`` and embedding); ``entry`` is the console script.
+Both import the commands, and with them torch, optuna and captum, only when first used, so a
+Ctrl-C while those load is caught like one during a run.
+"""
 
 from __future__ import annotations
 
-import click
+import sys
+from typing import Any
 
-from edit_search import __version__
-from edit_search.cli._common import configure_logging
-from edit_search.cli.analyze import analyze
-from edit_search.cli.explain import explain
-from edit_search.cli.run import run
-from edit_search.cli.studies import apply_command, export, pareto, resume, studies
-from edit_search.cli.verify import verify
-from edit_search.cli.worker import worker
+#: Exit code on Ctrl-C; the same as ``edit_search.errors.EXIT_INTERRUPTED``, kept here so the
+#: entry point imports nothing before its handler is in place.
+_EXIT_INTERRUPTED = 130
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="edit-search")
-@click.option("--debug", is_flag=True, help="Show debug logs and full tracebacks.")
-def main(debug: bool) -> None:
-    """Find the smallest attribution-guided pixel edit that makes a classifier right."""
-    configure_logging(debug)
+def entry() -> None:
+    """Run the command line: ``Interrupted.`` and exit 130 on Ctrl-C at any point, start-up
+    included, with no traceback."""
+    try:
+        from edit_search.cli._main import main
+
+        main()
+    except KeyboardInterrupt:
+        try:
+            sys.stderr.write("Interrupted.\n")
+            sys.stderr.flush()
+        except OSError:
+            pass
+        sys.exit(_EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        from edit_search.cli._common import exit_on_broken_pipe
+
+        exit_on_broken_pipe()
 
 
-main.add_command(run)
-main.add_command(verify)
-main.add_command(explain)
-main.add_command(analyze)
-main.add_command(worker)
-main.add_command(studies)
-main.add_command(pareto)
-main.add_command(export)
-main.add_command(resume)
-main.add_command(apply_command)
+def __getattr__(name: str) -> Any:
+    if name == "main":
+        from edit_search.cli._main import main
+
+        return main
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import errno
 import functools
+import json
 import logging
 import math
+import os
 import sys
+import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 import optuna
@@ -20,6 +23,10 @@ from rich.table import Table
 
 from edit_search.data.model import Transform
 from edit_search.errors import EXIT_INTERRUPTED, EditSearchError
+from edit_search.runs import is_safe_study_name
+
+#: Exit code when whoever reads stdout has gone (``| head``), as a shell reports SIGPIPE.
+EXIT_BROKEN_PIPE = 141
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,10 +35,41 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
-def fail(message: str, exit_code: int) -> None:
+def fail(message: str, exit_code: int) -> NoReturn:
     """Print one ``Error: ...`` line on stderr and exit with ``exit_code``."""
     err.print(f"[bold red]Error:[/] {escape(message)}", highlight=False)
     sys.exit(exit_code)
+
+
+def exit_on_broken_pipe() -> NoReturn:
+    """Stop quietly when the reader of stdout has gone, as ``edit-search ... | head`` does."""
+    try:
+        # Later writes (and the flush at exit) go nowhere instead of raising again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass  # stdout is not a real file (a test runner's buffer): nothing to redirect.
+    sys.exit(EXIT_BROKEN_PIPE)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_line(record: Any) -> str:
+    """Strict JSON on one line: NaN and infinities become null, which every parser accepts."""
+    return json.dumps(_finite(record), allow_nan=False)
+
+
+def echo_json(record: Any) -> None:
+    """One strict JSON line on stdout."""
+    click.echo(json_line(record))
 
 
 def describe_os_error(exc: OSError) -> str:
@@ -50,37 +88,111 @@ def describe_os_error(exc: OSError) -> str:
 
 
 def handle_errors(fn: F) -> F:
-    """Turn library errors into one line and their exit code; tracebacks only with --debug."""
+    """Turn library errors into one line and their exit code; with --debug the traceback is
+    printed first and the exit code stays the same."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         debug = bool(click.get_current_context().find_root().params.get("debug"))
+
+        def failed(message: str, exit_code: int) -> NoReturn:
+            if debug:
+                traceback.print_exc(file=sys.stderr)
+            fail(message, exit_code)
+
         try:
             return fn(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise  # click prints usage errors itself and exits 2.
+        except BrokenPipeError:
+            exit_on_broken_pipe()
         except EditSearchError as exc:
-            if debug:
-                raise
-            fail(str(exc), exc.exit_code)
+            failed(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             err.print("Interrupted.")
             sys.exit(EXIT_INTERRUPTED)
         except OSError as exc:
-            if debug:
-                raise
-            fail(describe_os_error(exc), 1)
+            failed(describe_os_error(exc), 1)
         except Exception as exc:
-            if debug:
-                raise
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-            fail(
+            failed(
                 f"unexpected {type(exc).__name__}: {first or 'no message'}; "
                 "rerun with --debug for the full traceback and report it.",
                 1,
             )
 
     return wrapper  # type: ignore[return-value]
+
+
+def margin_value(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A ``--min-margin``: a finite number of logits, at least 0 (an edit the model still gets
+    wrong is never picked, so a negative margin would ask for nothing)."""
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise click.BadParameter(
+            f"must be a finite number of logits >= 0; received {value}. Use 0 to accept any "
+            "edit the model gets right."
+        )
+    return value
+
+
+def study_name_value(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A ``--study`` name: it becomes a folder under runs/, so it must be one plain name."""
+    if value is not None and not is_safe_study_name(value):
+        raise click.BadParameter(
+            f"received {value!r}; a study name becomes a folder name, so it must be 1-200 "
+            "characters without '/', '\\', control characters or a leading '.'."
+        )
+    return value
+
+
+def _file_on_the_way(path: Path) -> Path | None:
+    """The first existing part of ``path``'s folders that is not a folder, if any."""
+    for part in reversed(path.parents):
+        if part.exists() and not part.is_dir():
+            return part
+    return None
+
+
+def check_out_dir(path: Path | None, option: str) -> None:
+    """Refuse, before any work, an output folder that is a file or goes through one."""
+    if path is None:
+        return
+    blocker = path if path.exists() and not path.is_dir() else _file_on_the_way(path)
+    if blocker is not None:
+        raise click.BadParameter(
+            f"{str(blocker)!r} is a file, so {str(path)!r} cannot be a folder; pass a folder "
+            "path.",
+            param_hint=option,
+        )
+
+
+def check_out_file(
+    path: Path | None, option: str, suffixes: tuple[str, ...] = (".png",), kind: str = "PNG"
+) -> None:
+    """Refuse, before any work, an output file with another suffix than its format's, that is
+    a folder, or whose folder is a file."""
+    if path is None:
+        return
+    if path.suffix.lower() not in suffixes:
+        use = (
+            f"use a {suffixes[0]} name"
+            if len(suffixes) == 1
+            else f"expected one of {', '.join(suffixes)}"
+        )
+        raise click.BadParameter(
+            f"the file is written as {kind}; received {path.name!r}, {use}.", param_hint=option
+        )
+    if path.is_dir():
+        raise click.BadParameter(
+            f"{str(path)!r} is a folder; pass a file name.", param_hint=option
+        )
+    blocker = _file_on_the_way(path)
+    if blocker is not None:
+        raise click.BadParameter(
+            f"{str(blocker)!r} is a file, so it cannot hold {str(path)!r}; pass a path in a "
+            "folder.",
+            param_hint=option,
+        )
 
 
 def storage_option(fn: F) -> F:

@@ -9,10 +9,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edit_search.errors import EditSearchError, InputError, NoFeasibleEditError
-from edit_search.runs import RunResult
+from rich.markup import escape
+from rich.table import Table
 
-FIXED = "fixed"
+from edit_search.cli._common import echo_json, print_table
+from edit_search.errors import EditSearchError, InputError, NoFeasibleEditError
+from edit_search.runs import ALREADY_RIGHT, FIXED, FIXED_BELOW_MARGIN, NOT_FIXED, RunResult
+
+__all__ = ["ALREADY_RIGHT", "FIXED", "FIXED_BELOW_MARGIN", "NOT_FIXED", "Outcome"]
+
+#: Statuses that are a success: exit code 0, not shown in red.
+GOOD = (FIXED, FIXED_BELOW_MARGIN, ALREADY_RIGHT)
 NO_FEASIBLE = "no feasible edit"
 LOAD_FAILED = "failed to load"
 ERROR = "error"
@@ -21,7 +28,8 @@ TABLE_SUFFIXES = (".csv", ".md", ".markdown")
 
 @dataclass(frozen=True)
 class Outcome:
-    """One image's row of the results table, fixed or not."""
+    """One image's row of the results table, fixed or not; ``to_dict`` is the one JSON shape
+    of an image's result in every command (run, resume, worker)."""
 
     image: str
     label: int | None
@@ -35,10 +43,13 @@ class Outcome:
     reason: str
     study: str | None
     export: str | None
+    failed: int = 0
     exit_code: int = field(default=0, repr=False)
 
     @classmethod
-    def fixed(cls, result: RunResult, seconds: float) -> Outcome:
+    def from_result(cls, result: RunResult, seconds: float | None = None) -> Outcome:
+        """The row of a study that ran to its export; an edit that does not fix the image
+        exits 3, like no feasible edit."""
         return cls(
             image=result.image,
             label=result.label,
@@ -47,11 +58,13 @@ class Outcome:
             preserved=result.preserved,
             margin=result.margin,
             trials=result.trials,
-            seconds=seconds,
-            status=FIXED,
-            reason="",
+            failed=result.failed,
+            seconds=result.seconds if seconds is None else seconds,
+            status=result.status,
+            reason=result.reason,
             study=result.study,
             export=result.export,
+            exit_code=NoFeasibleEditError.exit_code if result.status == NOT_FIXED else 0,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,7 +117,11 @@ COLUMNS = (
         numeric=True,
     ),
     Column("margin", lambda o: _maybe(o.margin, "{:.3f}"), numeric=True),
-    Column("trials", lambda o: str(o.trials), numeric=True),
+    Column(
+        "trials",
+        lambda o: str(o.trials) + (f" (+{o.failed} failed)" if o.failed else ""),
+        numeric=True,
+    ),
     Column("time", lambda o: f"{o.seconds:.1f}s", numeric=True),
     Column("status", lambda o: o.status if not o.reason else f"{o.status}: {o.reason}"),
     Column("export", lambda o: _maybe(o.export)),
@@ -118,6 +135,7 @@ CSV_FIELDS = (
     "preserved_pct",
     "margin",
     "trials",
+    "failed",
     "seconds",
     "status",
     "reason",
@@ -142,6 +160,7 @@ def render_table_file(outcomes: list[Outcome], path: Path) -> str:
                 preserved_pct,
                 o.margin,
                 o.trials,
+                o.failed,
                 round(o.seconds, 3),
                 o.status,
                 o.reason,
@@ -160,3 +179,24 @@ def render_table_file(outcomes: list[Outcome], path: Path) -> str:
     ]
     lines += [row([c.text(o) for c in COLUMNS]) for o in outcomes]
     return "\n".join(lines) + "\n"
+
+
+def print_results(outcomes: list[Outcome], fmt: str) -> None:
+    """The results on stdout: one JSON object per image, or the table."""
+    if fmt == "json":
+        for outcome in outcomes:
+            echo_json(outcome.to_dict())
+        return
+    table = Table(title="edit-search results")
+    for column in COLUMNS:
+        table.add_column(
+            column.title, justify="right" if column.numeric else "left", overflow="fold"
+        )
+    for outcome in outcomes:
+        cells = [escape(column.text(outcome)) for column in COLUMNS]
+        if outcome.status != FIXED:
+            colour = "yellow" if outcome.status in GOOD else "red"
+            index = COLUMNS.index(STATUS_COLUMN)
+            cells[index] = f"[{colour}]{cells[index]}[/]"
+        table.add_row(*cells)
+    print_table(table)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 from rich.table import Table
 
 from edit_search.analysis import Diagnosis, diagnose, diagnosis_figure, load_digits
-from edit_search.cli._common import err, handle_errors, model_options, print_table
+from edit_search.cli._common import (
+    check_out_file,
+    echo_json,
+    err,
+    handle_errors,
+    model_options,
+    print_table,
+)
 from edit_search.data.checkpoint import load_model
 from edit_search.data.model import Transform
 from edit_search.explain import save_figure
@@ -51,11 +57,7 @@ def analyze(
     fmt: str,
 ) -> None:
     """Diagnose a model on real MNIST before editing: accuracy, confusions, dead units."""
-    if plot_path is not None and plot_path.suffix.lower() != ".png":
-        raise click.BadParameter(
-            f"the plot is written as PNG; received {plot_path.name!r}, use a .png name.",
-            param_hint="--plot",
-        )
+    check_out_file(plot_path, "--plot")
     model = load_model(
         model_path, arch=arch, transform=transform, trust_checkpoint=trust_checkpoint
     )
@@ -70,7 +72,7 @@ def analyze(
         )
         err.print(f"Wrote {plot_path}", highlight=False)
     if fmt == "json":
-        click.echo(json.dumps({"data": described, **diagnosis.to_dict()}))
+        echo_json({"data": described, **diagnosis.to_dict()})
         return
     _print_diagnosis(diagnosis, described)
 

@@ -8,7 +8,7 @@ import click
 from rich.markup import escape
 
 from edit_search.attribution import METHODS
-from edit_search.cli._common import err, handle_errors, model_options
+from edit_search.cli._common import check_out_file, err, handle_errors, model_options
 from edit_search.data.checkpoint import load_model
 from edit_search.data.images import load_image
 from edit_search.data.model import Transform
@@ -61,11 +61,7 @@ def explain(
             f"choose from {', '.join(METHODS)}.",
             param_hint="--methods",
         )
-    if out_path is not None and out_path.suffix.lower() != ".png":
-        raise click.BadParameter(
-            f"the picture is written as PNG; received {out_path.name!r}, use a .png name.",
-            param_hint="--out",
-        )
+    check_out_file(out_path, "--out")
 
     model = load_model(
         model_path, arch=arch, transform=transform, trust_checkpoint=trust_checkpoint

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import time
@@ -13,23 +12,23 @@ import optuna
 import torch
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from edit_search.attribution import METHODS
 from edit_search.cli._common import (
+    check_out_dir,
+    check_out_file,
     err,
     handle_errors,
+    margin_value,
     model_options,
-    print_table,
     storage_option,
+    study_name_value,
 )
 from edit_search.cli._results import (
-    COLUMNS,
-    FIXED,
-    STATUS_COLUMN,
     TABLE_SUFFIXES,
     Outcome,
     exit_code,
+    print_results,
     render_table_file,
     status_of,
 )
@@ -39,7 +38,7 @@ from edit_search.data.model import Classifier, Transform
 from edit_search.errors import EXIT_INTERRUPTED, EditSearchError
 from edit_search.optimizer import SAMPLERS, open_storage
 from edit_search.optimizer import Progress as TrialProgress
-from edit_search.runs import run_study, settings_for
+from edit_search.runs import RunResult, run_study, settings_for, trial_counts
 from edit_search.search_spaces import SearchSpace
 
 
@@ -79,8 +78,9 @@ def _unit_interval(ctx: click.Context, param: click.Parameter, value: float) -> 
     type=float,
     default=1.0,
     show_default=True,
+    callback=margin_value,
     help="Safety margin: the best edit is the most preserved one at least this far "
-    "past the decision boundary (in logits).",
+    "past the decision boundary (in logits, >= 0).",
 )
 @click.option(
     "--trials",
@@ -108,7 +108,9 @@ def _unit_interval(ctx: click.Context, param: click.Parameter, value: float) -> 
     "--study",
     "study_name",
     default=None,
-    help="Study name to use instead of the one derived from image and settings.",
+    callback=study_name_value,
+    help="Study name to use instead of the one derived from image and settings "
+    "(a plain name: it is also the export folder's).",
 )
 @click.option(
     "-o",
@@ -176,12 +178,10 @@ def run(
         )
     if study_name and len(paths) > 1:
         raise click.UsageError("--study names one study; use it with a single image.")
-    if table_path is not None and table_path.suffix.lower() not in TABLE_SUFFIXES:
-        raise click.BadParameter(
-            f"the file's suffix decides the format; received {table_path.name!r}, "
-            f"expected one of {', '.join(TABLE_SUFFIXES)}.",
-            param_hint="--table",
-        )
+    check_out_file(table_path, "--table", TABLE_SUFFIXES, "CSV (.csv) or Markdown (.md)")
+    check_out_dir(out_dir, "--out")
+    if out_dir is not None:
+        _refuse_same_export_name(paths, out_dir)
 
     model = load_model(
         model_path,
@@ -252,7 +252,8 @@ def run(
                         on_progress=show,
                         on_study=remember,
                     )
-                    outcomes.append(Outcome.fixed(result, time.perf_counter() - started))
+                    _note(result)
+                    outcomes.append(Outcome.from_result(result, time.perf_counter() - started))
                 except EditSearchError as exc:
                     if len(paths) == 1:
                         raise
@@ -272,10 +273,34 @@ def run(
 
     if table_path is not None:
         write_atomic(table_path, render_table_file(outcomes, table_path).encode())
-    _print_results(outcomes, fmt)
+    print_results(outcomes, fmt)
     code = exit_code(outcomes)
     if code:
         sys.exit(code)
+
+
+def _refuse_same_export_name(paths: list[Path], out_dir: Path) -> None:
+    """Two images with one stem (``d_label7.png``, ``d_label7.bmp``) would both export to
+    ``OUT/d_label7.png``, the name ``verify`` matches to its original; refuse before any work."""
+    seen: dict[str, Path] = {}
+    for path in paths:
+        other = seen.setdefault(path.stem, path)
+        if other != path:
+            raise click.BadParameter(
+                f"{str(other)!r} and {str(path)!r} would both be exported to "
+                f"{str(out_dir / (path.stem + '.png'))!r}; rename one of them, or drop -o so "
+                "each goes to its study's folder.",
+                param_hint="--out",
+            )
+
+
+def _note(result: RunResult) -> None:
+    """A Note on stderr for a result that is not plainly fixed."""
+    if result.reason:
+        err.print(
+            f"[yellow]Note:[/] {escape(result.image)}: {result.status}: {escape(result.reason)}.",
+            highlight=False,
+        )
 
 
 def _failure(
@@ -299,7 +324,8 @@ def _failure(
         edited_prediction=None,
         preserved=None,
         margin=None,
-        trials=len(study.trials) if study is not None else 0,
+        trials=trial_counts(study)[0] if study is not None else 0,
+        failed=trial_counts(study)[1] if study is not None else 0,
         seconds=time.perf_counter() - started,
         status=status_of(exc),
         reason=str(exc),
@@ -316,21 +342,3 @@ def _print_resume(study: str | None, storage: str | None) -> None:
         if storage:
             command += ["--storage", storage]
         err.print(f"Resume with: {shlex.join(command)}", highlight=False)
-
-
-def _print_results(outcomes: list[Outcome], fmt: str) -> None:
-    if fmt == "json":
-        for outcome in outcomes:
-            click.echo(json.dumps(outcome.to_dict()))
-        return
-    table = Table(title="edit-search results")
-    for column in COLUMNS:
-        table.add_column(
-            column.title, justify="right" if column.numeric else "left", overflow="fold"
-        )
-    for outcome in outcomes:
-        cells = [escape(column.text(outcome)) for column in COLUMNS]
-        if outcome.status != FIXED:
-            cells[COLUMNS.index(STATUS_COLUMN)] = f"[red]{cells[COLUMNS.index(STATUS_COLUMN)]}[/]"
-        table.add_row(*cells)
-    print_table(table)

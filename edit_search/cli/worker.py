@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 from optuna.storages import BaseStorage
-from optuna.trial import TrialState
-from rich.table import Table
 
 from edit_search.attribution import METHODS
-from edit_search.cli._common import err, handle_errors, print_table, storage_option
+from edit_search.cli._common import err, handle_errors, margin_value, storage_option
+from edit_search.cli._results import NO_FEASIBLE, Outcome, print_results
 from edit_search.data.checkpoint import load_model, resolve_device
 from edit_search.data.images import list_images, load_image
 from edit_search.data.model import Classifier
 from edit_search.errors import EXIT_INTERRUPTED, NoFeasibleEditError
 from edit_search.optimizer import SAMPLERS, EditContext, Progress, load_study, open_storage
 from edit_search.optimizer._workers import Job, batch_size_for, default_worker_id, run_worker
-from edit_search.runs import DEFAULT_RUNS_DIR, RunResult, export_trial, pick_trial, settings_for
+from edit_search.runs import (
+    already_right_result,
+    export_dir,
+    export_trial,
+    is_already_right,
+    pick_trial,
+    result_of,
+    settings_for,
+    trial_counts,
+)
 from edit_search.search_spaces import SearchSpace
 
 
@@ -48,7 +55,14 @@ from edit_search.search_spaces import SearchSpace
     help="Trials a worker takes from a study at a time.",
 )
 @click.option("--min-preserve", type=click.FloatRange(0.0, 1.0), default=0.6, show_default=True)
-@click.option("--min-margin", type=float, default=1.0, show_default=True)
+@click.option(
+    "--min-margin",
+    type=float,
+    default=1.0,
+    show_default=True,
+    callback=margin_value,
+    help="Safety margin of the best edit (logits, >= 0).",
+)
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True)
 @click.option("--methods", default=",".join(METHODS), help="Attribution methods [default: all].")
 @click.option("--max-regions", type=click.IntRange(0, 4), default=2, show_default=True)
@@ -141,11 +155,14 @@ def worker(
             space=space,
         )
         jobs.append(Job(settings, image.pixels, image.label))
+    # An image the model already gets right needs no study (see run_study); its row is the
+    # unedited image.
+    wrong = [job for job in jobs if not _predicts_label(model, job)]
 
     name = worker_id or default_worker_id()
     device_used = next(model.parameters()).device
     err.print(
-        f"worker {name}: {len(jobs)} studies, {trials} trials each, on {device_used} "
+        f"worker {name}: {len(wrong)} studies, {trials} trials each, on {device_used} "
         f"(batch {batch_size_for(device_used)})",
         highlight=False,
     )
@@ -158,7 +175,7 @@ def worker(
     try:
         report = run_worker(
             backend,
-            jobs,
+            wrong,
             model,
             trials,
             worker=name,
@@ -180,68 +197,48 @@ def worker(
         highlight=False,
     )
     if results:
-        _print(_collect(backend, jobs, model, contexts), fmt)
+        print_results(_collect(backend, jobs, model, contexts), fmt)
 
 
 def _collect(
     backend: BaseStorage, jobs: list[Job], model: Classifier, contexts: dict[str, EditContext]
-) -> list[RunResult]:
+) -> list[Outcome]:
     """The folder's results table, read from storage, with each study's best edit exported."""
-    results = []
+    outcomes = []
     for job in jobs:
-        study = load_study(backend, job.study_name)
         ctx = contexts.get(job.study_name) or EditContext(model, job.pixels, job.label)
-        complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        edited = margin = preserved = export = None
+        folder = export_dir(job.study_name)
+        if is_already_right(ctx):
+            result = already_right_result(job.settings, ctx, folder, 0.0)
+            outcomes.append(Outcome.from_result(result))
+            continue
+        study = load_study(backend, job.study_name)
         try:
-            png = export_trial(study, pick_trial(study), ctx, DEFAULT_RUNS_DIR / study.study_name)
-        except NoFeasibleEditError:
-            pass  # The table shows '-' for a study without a feasible edit.
-        else:
-            record = json.loads(png.with_suffix(".json").read_text())
-            edited, margin = record["edited_prediction"], record["margin"]
-            preserved, export = record["preserved"], str(png)
-        results.append(
-            RunResult(
-                image=job.settings.image,
-                label=job.label,
-                original_prediction=ctx.predicted,
-                edited_prediction=edited,
-                margin=margin,
-                preserved=preserved,
-                trials=complete,
-                study=study.study_name,
-                export=export,
-                seconds=0.0,
+            png = export_trial(study, pick_trial(study), ctx, folder)
+        except NoFeasibleEditError as exc:
+            complete, failed = trial_counts(study)
+            outcomes.append(
+                Outcome(
+                    image=job.settings.image,
+                    label=job.label,
+                    original_prediction=ctx.predicted,
+                    edited_prediction=None,
+                    preserved=None,
+                    margin=None,
+                    trials=complete,
+                    failed=failed,
+                    seconds=0.0,
+                    status=NO_FEASIBLE,
+                    reason=str(exc),
+                    study=study.study_name,
+                    export=None,
+                    exit_code=exc.exit_code,
+                )
             )
-        )
-    return results
+        else:
+            outcomes.append(Outcome.from_result(result_of(study, job.settings, ctx, png, 0.0)))
+    return outcomes
 
 
-def _print(results: list[RunResult], fmt: str) -> None:
-    if fmt == "json":
-        for r in results:
-            record = r.to_dict()
-            record.pop("seconds", None)
-            click.echo(json.dumps(record))
-        return
-    table = Table(title="edit-search results")
-    for column in ("image", "true", "predicted", "edited"):
-        table.add_column(column)
-    for column in ("margin", "preserved", "trials"):
-        table.add_column(column, justify="right")
-    table.add_column("study")
-    table.add_column("export")
-    for r in results:
-        table.add_row(
-            r.image,
-            str(r.label),
-            str(r.original_prediction),
-            "-" if r.edited_prediction is None else str(r.edited_prediction),
-            "-" if r.margin is None else f"{r.margin:.3f}",
-            "-" if r.preserved is None else f"{r.preserved:.2%}",
-            str(r.trials),
-            r.study,
-            r.export or "-",
-        )
-    print_table(table)
+def _predicts_label(model: Classifier, job: Job) -> bool:
+    return EditContext(model, job.pixels, job.label).predicted == job.label

@@ -236,10 +236,21 @@ def test_run_full_disk_while_exporting_keeps_previous_export(
     assert len(optuna.load_study(study_name="s", storage=open_storage()).trials) == 16
 
 
-def test_run_debug_shows_the_traceback(image_path: Path) -> None:
+def test_run_debug_bad_image_prints_traceback_and_keeps_exit_code_2(image_path: Path) -> None:
     result = CliRunner().invoke(main, ["--debug", "run", "absent_label3.png", *FAST])
-    assert result.exit_code != 0 and result.exception is not None
-    assert type(result.exception).__name__ == "InputError"
+    assert result.exit_code == 2
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "InputError" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: image 'absent_label3.png'")
+
+
+def test_run_debug_runtime_error_keeps_exit_code_1(tmp_path: Path) -> None:
+    # A storage URL whose folder is a file fails at run time without --debug too.
+    Path("blocker").write_text("")
+    plain = CliRunner().invoke(main, ["studies", "--storage", "blocker/x.journal"])
+    debug = CliRunner().invoke(main, ["--debug", "studies", "--storage", "blocker/x.journal"])
+    assert plain.exit_code == debug.exit_code != 0
+    assert "Traceback" in debug.stderr and "Traceback" not in plain.stderr
 
 
 def _start(args: list[str]) -> subprocess.Popen:
