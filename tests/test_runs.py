@@ -25,14 +25,22 @@ from edit_search.optimizer import (
 )
 from edit_search.optimizer._recovery import WORKER_PREFIX
 from edit_search.runs import (
+    ALREADY_RIGHT,
+    FIXED,
+    FIXED_BELOW_MARGIN,
+    NOT_FIXED,
     completed_trials,
+    edit_status,
+    export_dir,
     export_trial,
     is_feasible,
+    is_safe_study_name,
     pareto_front,
     pareto_indices,
     pick_trial,
     plot_points,
     run_study,
+    safe_file_name,
     settings_for,
     summarize,
 )
@@ -265,3 +273,82 @@ def test_fail_stale_trials_trial_tagged_by_live_worker_kept(image_path: Path) ->
     gone = study.ask()
     gone.set_user_attr("worker", f"{socket.gethostname()}-{child.stdout.strip()}")
     assert fail_stale_trials(study) == [gone.number]
+
+
+def _record(predicted: int, margin: float, preserved: float = 0.9) -> dict:
+    return {"edited_prediction": predicted, "margin": margin, "preserved": preserved}
+
+
+@pytest.mark.parametrize(
+    ("record", "status"),
+    [
+        (_record(3, 1.5), FIXED),
+        (_record(3, 0.4), FIXED_BELOW_MARGIN),
+        (_record(8, 0.4), NOT_FIXED),
+        (_record(3, float("nan")), NOT_FIXED),
+        (_record(3, float("inf")), NOT_FIXED),
+        (_record(3, 1.5, preserved=0.5), NOT_FIXED),
+    ],
+)
+def test_edit_status_only_right_feasible_edits_are_fixed(record: dict, status: str) -> None:
+    assert edit_status(record, label=3, min_preserve=0.6, min_margin=1.0)[0] == status
+
+
+def test_edit_status_below_margin_reason_names_both_margins() -> None:
+    _, reason = edit_status(_record(3, 0.4), label=3, min_preserve=0.6, min_margin=1.0)
+    assert "--min-margin 1" in reason and "0.400" in reason
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", ".x", "a\\b", "x\ny", "", "a" * 201])
+def test_safe_file_name_unsafe_study_name_stays_one_plain_folder(name: str) -> None:
+    assert not is_safe_study_name(name)
+    folder = export_dir(name)
+    assert folder.parent == Path("runs") and not folder.name.startswith(".")
+    assert "/" not in folder.name and "\\" not in folder.name and len(folder.name) < 120
+    assert safe_file_name(name) != safe_file_name(name + "!")
+
+
+def test_safe_file_name_plain_name_unchanged() -> None:
+    assert safe_file_name("2_label3-bc229c0075") == "2_label3-bc229c0075"
+
+
+def test_run_study_unsafe_name_from_storage_exports_inside_runs(
+    image_path: Path, model: nn.Module
+) -> None:
+    image = load_image(image_path)
+    settings = settings_for(
+        image,
+        model_path=None,
+        arch=None,
+        min_preserve=0.3,
+        min_margin=0.0,
+        sampler="random",
+        space=SearchSpace(methods=("saliency",), max_regions=0),
+    )
+    result = run_study(open_storage(), settings, model, image, n_trials=2, study_name="../../x")
+    assert Path(result.export).resolve().is_relative_to(Path("runs").resolve())
+
+
+def test_run_study_image_already_right_exports_it_unedited_without_study(
+    tmp_path: Path, image_path: Path, model: nn.Module
+) -> None:
+    # The model predicts 8 for the sample digit: named as an 8, it is already right.
+    renamed = tmp_path / "x_label8.png"
+    renamed.write_bytes(image_path.read_bytes())
+    image = load_image(renamed)
+    settings = settings_for(
+        image,
+        model_path=None,
+        arch=None,
+        min_preserve=0.6,
+        min_margin=1.0,
+        sampler="tpe",
+        space=SPACE,
+    )
+    storage = open_storage()
+    result = run_study(storage, settings, model, image, n_trials=4)
+    assert result.status == ALREADY_RIGHT and result.study is None and result.trials == 0
+    assert result.preserved == 1.0 and result.edited_prediction == 8
+    assert "below --min-margin 1" in result.reason
+    assert load_image(result.export, label=8).pixels.equal(image.pixels)
+    assert optuna.get_all_study_summaries(storage, False) == []
