@@ -170,12 +170,14 @@ def optimize(
     *,
     trials_per_batch: int = 8,
     polish: bool = True,
+    patience: int | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> None:
     """Run up to ``n_trials`` more trials of a study on one image.
 
-    Stops early once an edit that changes a single pixel reaches the safety margin: no edit
-    can preserve more.
+    Stops early once an edit that changes a single pixel reaches the safety margin (no edit
+    can preserve more), or, with ``patience``, once that many trials in a row have not
+    improved the best safe edit found in this call.
 
     Args:
         study: created by ``create_or_resume``.
@@ -183,6 +185,7 @@ def optimize(
         n_trials: how many trials to add at most.
         trials_per_batch: trials asked for before their edits are scored together.
         polish: spend the last trial on pruning the best safe edit (when ``n_trials`` >= 2).
+        patience: stop after this many trials without improvement, once a safe edit exists.
         on_progress: called after every batch.
 
     A KeyboardInterrupt leaves every told trial in storage; trials asked but not yet told are
@@ -192,6 +195,7 @@ def optimize(
     polish = polish and n_trials >= 2
     searched = n_trials - 1 if polish else n_trials
     best: tuple[float, float] | None = None  # (preserved, margin)
+    stale = 0  # trials since ``best`` last improved
     done = 0
     while done < n_trials:
         polished = _polish(study, ctx, settings) if done >= searched else None
@@ -201,17 +205,24 @@ def optimize(
             size = min(trials_per_batch, searched - done) if done < searched else 1
             results = _run_batch(study, ctx, settings, size)
         for result in results:
+            stale += 1
             if result is None:
                 continue
             margin_value, preserved_value = result
             safe = margin_value >= settings.min_margin
             if safe and preserved_value >= settings.min_preserve:
-                best = max(best or (-1.0, -math.inf), (preserved_value, margin_value))
+                candidate = (preserved_value, margin_value)
+                if best is None or candidate > best:
+                    best, stale = candidate, 0
         done += len(results)
         if on_progress is not None:
             on_progress(Progress(done, n_trials, *(best or (None, None))))
         if best is not None and best[0] >= 1.0 - 1.0 / NUM_PIXELS - 1e-12:
             break
+        if patience is not None and best is not None and stale >= patience and done < searched:
+            # Out of patience: go straight to the closing polish trial, if any, then stop.
+            searched = done
+            n_trials = done + (1 if polish else 0)
 
 
 def _run_batch(

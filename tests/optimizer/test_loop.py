@@ -73,3 +73,27 @@ def test_optimize_warm_start_puts_greedy_push_right_after_hand_recipes(ctx, imag
     # Greedy one-pixel changes fix this digit with very few of them.
     assert study.trials[3].values[0] > 0
     assert study.trials[3].values[1] >= 1 - 5 / 784
+
+
+def test_optimize_patience_stops_after_that_many_trials_without_improvement(
+    ctx, image_path
+) -> None:
+    study = _study(image_path, SearchSpace(max_regions=0))
+    optimize(study, ctx, 48, trials_per_batch=1, polish=False, patience=5)
+
+    told = [t for t in study.trials if t.values is not None]
+    assert len(told) < 48
+    best, improved_at = None, None
+    for index, trial in enumerate(told):
+        margin_value, preserved_value = trial.values
+        if margin_value >= 1.0 and preserved_value >= 0.6:
+            if best is None or (preserved_value, margin_value) > best:
+                best, improved_at = (preserved_value, margin_value), index
+    assert improved_at is not None
+    assert len(told) == improved_at + 1 + 5
+
+
+def test_optimize_without_patience_runs_every_trial(ctx, image_path) -> None:
+    study = _study(image_path, SearchSpace(max_regions=0))
+    optimize(study, ctx, 12, polish=False)
+    assert len(study.trials) == 12
