@@ -62,9 +62,16 @@ def test_studies_json_one_record_per_study(done) -> None:
 
 
 def test_studies_empty_storage_says_how_to_make_one() -> None:
+    open_storage()  # the default journal, with no study in it
     result = _cli("studies")
     assert result.exit_code == 0
     assert result.stdout == "" and "'edit-search run' makes one" in result.stderr
+
+
+def test_studies_missing_storage_exits_2_without_creating_it() -> None:
+    result = _cli("studies")
+    assert result.exit_code == 2 and "no storage at" in result.stderr
+    assert not Path("runs").exists()
 
 
 def test_pareto_table_shows_front_with_recipe_columns(done) -> None:
