@@ -11,6 +11,7 @@ import random
 import re
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -111,10 +112,11 @@ class _JournalFile(JournalFileBackend):
     sync_interval = 0.25
 
     def __init__(self, file_path: str, lock_obj: JournalFileOpenLock) -> None:
-        super().__init__(file_path, lock_obj=lock_obj)
+        # An absolute path: the process may change folders before the sync at exit.
+        super().__init__(os.path.abspath(file_path), lock_obj=lock_obj)
         self._lock_obj = lock_obj
         self._last_sync = time.monotonic()
-        atexit.register(self.sync)
+        self._unsynced = False
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
@@ -126,17 +128,41 @@ class _JournalFile(JournalFileBackend):
                 if time.monotonic() - self._last_sync >= self.sync_interval:
                     os.fsync(handle.fileno())
                     self._last_sync = time.monotonic()
+                    self._unsynced = False
+                    _UNSYNCED.discard(self)
+                else:
+                    self._unsynced = True
+                    _UNSYNCED.add(self)
         finally:
             self._lock_obj.release()
 
     def sync(self) -> None:
-        """Force what was written onto the disk; also runs when the process exits."""
+        """Force what this process wrote onto the disk; runs by itself when the process exits."""
+        if not self._unsynced:
+            return
         try:
-            with open(self._file_path, "ab") as handle:
-                os.fsync(handle.fileno())
-        except OSError as exc:
-            logger.warning("could not sync %s: %s", self._file_path, exc)
+            descriptor = os.open(self._file_path, os.O_RDONLY)
+        except FileNotFoundError:  # removed since: nothing left to keep
+            return
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        self._unsynced = False
         self._last_sync = time.monotonic()
+
+
+# Journal files with records not yet synced; synced when the process exits.
+_UNSYNCED: weakref.WeakSet[_JournalFile] = weakref.WeakSet()
+
+
+@atexit.register
+def _sync_at_exit() -> None:
+    for backend in list(_UNSYNCED):
+        try:
+            backend.sync()
+        except OSError as exc:
+            logger.warning("could not sync %s: %s", backend._file_path, exc)
 
 
 def _drop_torn_tail(path: Path, lock: JournalFileOpenLock) -> None:

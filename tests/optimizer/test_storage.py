@@ -210,3 +210,22 @@ def test_reading_command_empty_storage_exit_2() -> None:
     result = CliRunner().invoke(main, ["studies", "--storage", ""], catch_exceptions=False)
     assert result.exit_code == 2 and "--storage is empty" in result.stderr
     assert not Path("runs").exists()
+
+
+def test_journal_sync_at_exit_after_a_change_of_folder_creates_no_file(
+    tmp_path, monkeypatch
+) -> None:
+    import optuna
+
+    from edit_search.optimizer import open_storage
+    from edit_search.optimizer._storage import _sync_at_exit
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    study = optuna.create_study(study_name="s", storage=open_storage("studies.journal"))
+    study.add_trial(optuna.trial.create_trial(value=1.0))
+    monkeypatch.chdir(tmp_path / "b")
+    _sync_at_exit()
+    assert list((tmp_path / "b").iterdir()) == []
+    assert (tmp_path / "a" / "studies.journal").stat().st_size > 0
