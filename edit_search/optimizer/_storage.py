@@ -78,6 +78,9 @@ def open_storage(
     if not create:
         _check_exists(path)
     _check_writable_folder(path)
+    # Optuna makes the file on the first record; made now, an opened storage exists for readers.
+    if not path.exists():
+        path.touch(exist_ok=True)
     # An open(O_EXCL)-based lock works on local disks and on NFSv3+, where symlinks may not.
     lock = JournalFileOpenLock(str(path))
     if path.is_file() and path.stat().st_size > 0:

@@ -229,3 +229,8 @@ def test_journal_sync_at_exit_after_a_change_of_folder_creates_no_file(
     _sync_at_exit()
     assert list((tmp_path / "b").iterdir()) == []
     assert (tmp_path / "a" / "studies.journal").stat().st_size > 0
+
+
+def test_open_storage_new_journal_can_be_opened_for_reading_at_once() -> None:
+    open_storage("fresh/studies.journal")
+    assert all_study_names(open_storage("fresh/studies.journal", create=False)) == []
