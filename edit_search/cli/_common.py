@@ -30,9 +30,18 @@ EXIT_BROKEN_PIPE = 141
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+class _Console(Console):
+    """A rich console that stops like every other write when the reader of stdout has gone
+    (rich's own handling exits 1)."""
+
+    def on_broken_pipe(self) -> None:
+        exit_on_broken_pipe()
+
+
 # Results go to stdout; progress, warnings and errors to stderr.
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = _Console(soft_wrap=True)
+err = _Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, exit_code: int) -> NoReturn:
@@ -270,5 +279,5 @@ def configure_logging(debug: bool) -> None:
 
 def print_table(table: Table) -> None:
     """A results table on stdout; piped output gets room for full file names instead of '…'."""
-    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
+    console = _Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
     console.print(table)

@@ -109,6 +109,24 @@ def test_run_json_into_closed_pipe_exits_quietly(image_path: Path) -> None:
     assert "Exception ignored" not in done.stderr
 
 
+def test_verify_table_into_closed_pipe_exits_quietly(challenge_dir: Path) -> None:
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [EDIT_SEARCH, "verify", str(challenge_dir), "--originals", str(challenge_dir)],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+            timeout=120,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 141, done.stderr
+    assert done.stderr == ""
+
+
 def test_ctrl_c_while_importing_prints_interrupted_exits_130(image_path: Path) -> None:
     # A real SIGINT, sent by the process to itself as torch starts to import.
     code = (
