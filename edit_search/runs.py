@@ -6,16 +6,13 @@ import hashlib
 import json
 import logging
 import math
-import re
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import optuna
 import torch
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from edit_search import __version__
 from edit_search.data.checkpoint import (
@@ -27,6 +24,17 @@ from edit_search.data.checkpoint import (
 from edit_search.data.images import LoadedImage, load_image, png_bytes, write_atomic
 from edit_search.data.model import Classifier, Transform
 from edit_search.errors import InputError, NoFeasibleEditError, StudyError
+from edit_search.fronts import (
+    StudySummary,
+    completed_trials,
+    is_feasible,
+    pareto_front,
+    pareto_indices,
+    plot_points,
+    summarize,
+    trial_counts,
+    write_pareto_plot,
+)
 from edit_search.optimizer import (
     RECIPE_KEY,
     SETTINGS_KEY,
@@ -41,108 +49,61 @@ from edit_search.optimizer import (
     register_worker,
     remaining_trials,
 )
-from edit_search.pictures import PlotPoint, Prediction, panel_png, pareto_png
+from edit_search.outcomes import (
+    ALREADY_RIGHT,
+    DEFAULT_RUNS_DIR,
+    FIXED,
+    FIXED_BELOW_MARGIN,
+    NOT_FIXED,
+    RunResult,
+    edit_status,
+    export_dir,
+    is_safe_study_name,
+    safe_file_name,
+)
+from edit_search.pictures import Prediction, panel_png
 from edit_search.search_spaces import Recipe, SearchSpace, apply_recipe
+
+# Re-exported: the commands and tests read a study's front and outcome from here.
+__all__ = [
+    "ALREADY_RIGHT",
+    "DEFAULT_RUNS_DIR",
+    "FIXED",
+    "FIXED_BELOW_MARGIN",
+    "NOT_FIXED",
+    "PICKS",
+    "RunResult",
+    "StudySummary",
+    "already_right_result",
+    "completed_trials",
+    "context_for",
+    "edit_status",
+    "export_dir",
+    "export_trial",
+    "export_unedited",
+    "find_trial",
+    "is_already_right",
+    "is_feasible",
+    "is_safe_study_name",
+    "pareto_front",
+    "pareto_indices",
+    "pick_trial",
+    "pixels_sha256",
+    "plot_points",
+    "resume_study",
+    "result_of",
+    "run_study",
+    "safe_file_name",
+    "settings_for",
+    "summarize",
+    "trial_counts",
+    "write_pareto_plot",
+]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_RUNS_DIR = Path("runs")
 PICKS = ("most-preserved", "largest-margin")
 DEFAULT_TRIALS = 48
-
-# The status of an image whose study ran (or did not need to).
-FIXED = "fixed"
-FIXED_BELOW_MARGIN = "fixed below margin"
-ALREADY_RIGHT = "already right"
-NOT_FIXED = "not fixed"
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+=@,-]")
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """One image's outcome, as the results table shows it.
-
-    Attributes:
-        trials: COMPLETE trials of the study.
-        failed: FAIL trials of the study.
-        study: None when no study was needed (the image was already right).
-        status: ``fixed``, ``fixed below margin`` (no feasible edit reached the safety margin;
-            the one with the largest margin was exported), ``already right`` (the unedited
-            image was exported) or ``not fixed`` (the exported edit does not make the model
-            right while keeping the required pixels).
-        reason: why the status is not plain ``fixed``; empty otherwise.
-    """
-
-    image: str
-    label: int
-    original_prediction: int
-    edited_prediction: int | None
-    margin: float | None
-    preserved: float | None
-    trials: int
-    study: str | None
-    export: str | None
-    seconds: float
-    status: str = FIXED
-    reason: str = ""
-    failed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def is_safe_study_name(name: str) -> bool:
-    """Whether a study name can be used as one folder name: no separators, no leading dot, no
-    control characters, 1-200 characters."""
-    return (
-        0 < len(name) <= 200
-        and not name.startswith(".")
-        and "/" not in name
-        and "\\" not in name
-        and all(ch.isprintable() for ch in name)
-    )
-
-
-def safe_file_name(name: str) -> str:
-    """``name`` when it is a plain file name, else a plain name made from it plus a hash, so a
-    name read from a shared storage never steers a write outside the chosen folder."""
-    if is_safe_study_name(name) and _UNSAFE.search(name) is None:
-        return name
-    cleaned = _UNSAFE.sub("_", name).lstrip(".")[:100] or "study"
-    return f"{cleaned}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
-
-
-def export_dir(study_name: str) -> Path:
-    """The default folder of a study's exports: ``runs/STUDY``, with an unsafe name made safe."""
-    return DEFAULT_RUNS_DIR / safe_file_name(study_name)
-
-
-def edit_status(
-    record: dict[str, Any], label: int, min_preserve: float, min_margin: float
-) -> tuple[str, str]:
-    """The status and reason of an exported edit, from its recipe record's scores."""
-    margin_ = record["margin"]
-    predicted = record["edited_prediction"]
-    if predicted != label or not (margin_ is not None and math.isfinite(margin_) and margin_ > 0):
-        return NOT_FIXED, f"the exported edit is predicted {predicted}, not the label {label}"
-    if record["preserved"] < min_preserve:
-        return NOT_FIXED, (
-            f"the exported edit keeps {record['preserved']:.2%} of the pixels, less than "
-            f"{min_preserve:.2%}"
-        )
-    if margin_ < min_margin:
-        return FIXED_BELOW_MARGIN, (
-            f"no feasible edit reached --min-margin {min_margin:g}; exported the largest "
-            f"margin, {margin_:.3f}"
-        )
-    return FIXED, ""
-
-
-def trial_counts(study: optuna.Study) -> tuple[int, int]:
-    """COMPLETE and FAIL trials of a study."""
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    return states.count(TrialState.COMPLETE), states.count(TrialState.FAIL)
 
 
 def is_already_right(ctx: EditContext) -> bool:
@@ -157,136 +118,6 @@ def is_already_right(ctx: EditContext) -> bool:
 def pixels_sha256(pixels: torch.Tensor) -> str:
     """Hash of an image's uint8 pixels, independent of how the file encodes them."""
     return hashlib.sha256(pixels.cpu().contiguous().numpy().tobytes()).hexdigest()
-
-
-def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete trials with finite values and a recorded recipe."""
-    return [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.values is not None
-        and all(math.isfinite(v) for v in t.values)
-        and RECIPE_KEY in t.user_attrs
-    ]
-
-
-def is_feasible(trial: FrozenTrial) -> bool:
-    """Whether a trial keeps the required share of pixels."""
-    return all(v <= 0.0 for v in trial.constraints.values())
-
-
-def pareto_indices(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point dominates, both coordinates maximized.
-
-    A point is dominated when another is at least as large in both coordinates and larger in
-    one; equal points do not dominate each other. Points with a NaN or infinite coordinate
-    are never on the front.
-
-    Args:
-        points: (margin, preserved) pairs.
-
-    Returns:
-        The front's indices in ascending order.
-    """
-    finite = [i for i, (a, b) in enumerate(points) if math.isfinite(a) and math.isfinite(b)]
-    # Largest margin first; a point is on the front when it preserves more than every point
-    # before it, or equals the last point put on the front.
-    order = sorted(finite, key=lambda i: (-points[i][0], -points[i][1]))
-    front: list[int] = []
-    best = -math.inf
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
-        elif front and tuple(points[i]) == tuple(points[front[-1]]):
-            front.append(i)
-    return sorted(front)
-
-
-def pareto_front(study: optuna.Study, *, feasible: bool = True) -> list[FrozenTrial]:
-    """The Pareto front of margin x preserved among feasible (or infeasible) trials.
-
-    Sorted by preserved share, most preserved first.
-    """
-    trials = [t for t in completed_trials(study) if is_feasible(t) == feasible]
-    front = [trials[i] for i in pareto_indices([(t.values[0], t.values[1]) for t in trials])]
-    return sorted(front, key=lambda t: (-t.values[1], -t.values[0], t.number))
-
-
-def plot_points(study: optuna.Study) -> list[PlotPoint]:
-    """Every scored trial of a study, marked feasible or not and on its front or not."""
-    on_front = {t.number for t in pareto_front(study)}
-    on_front |= {t.number for t in pareto_front(study, feasible=False)}
-    return [
-        PlotPoint(t.number, t.values[0], t.values[1], is_feasible(t), t.number in on_front)
-        for t in completed_trials(study)
-    ]
-
-
-def write_pareto_plot(study: optuna.Study, path: Path) -> Path:
-    """Draw a study's trials, front and constraint into a PNG at ``path``."""
-    settings = StudySettings.from_dict(study.user_attrs[SETTINGS_KEY])
-    picture = pareto_png(
-        plot_points(study),
-        min_preserve=settings.min_preserve,
-        title=f"{study.study_name}: {settings.image}, true class {settings.label}",
-    )
-    write_atomic(path, picture)
-    return path
-
-
-@dataclass(frozen=True)
-class StudySummary:
-    """One study, as ``edit-search studies`` lists it.
-
-    Attributes:
-        study: the study's name.
-        image: the image's file name.
-        label: the true class.
-        min_preserve: the constraint.
-        trials: complete trials.
-        failed: failed trials.
-        running: trials still marked RUNNING.
-        feasible: complete trials that keep ``min_preserve`` of the pixels.
-        best_preserved: the most preserved share of a feasible trial that makes the model
-            right, or None when there is none.
-        best_margin: that trial's margin.
-    """
-
-    study: str
-    image: str
-    label: int
-    min_preserve: float
-    trials: int
-    failed: int
-    running: int
-    feasible: int
-    best_preserved: float | None
-    best_margin: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def summarize(study: optuna.Study) -> StudySummary:
-    """The summary of one edit-search study."""
-    settings = StudySettings.from_dict(study.user_attrs[SETTINGS_KEY])
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    feasible = [t for t in completed_trials(study) if is_feasible(t)]
-    right = [t for t in feasible if t.values[0] > 0]
-    best = max(right, key=lambda t: (t.values[1], t.values[0]), default=None)
-    return StudySummary(
-        study=study.study_name,
-        image=settings.image,
-        label=settings.label,
-        min_preserve=settings.min_preserve,
-        trials=states.count(TrialState.COMPLETE),
-        failed=states.count(TrialState.FAIL),
-        running=states.count(TrialState.RUNNING),
-        feasible=len(feasible),
-        best_preserved=best.values[1] if best else None,
-        best_margin=best.values[0] if best else None,
-    )
 
 
 def pick_trial(
