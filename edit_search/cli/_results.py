@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -158,7 +159,7 @@ def render_table_file(outcomes: list[Outcome], path: Path) -> str:
                 o.original_prediction,
                 o.edited_prediction,
                 preserved_pct,
-                o.margin,
+                o.margin if o.margin is not None and math.isfinite(o.margin) else None,
                 o.trials,
                 o.failed,
                 round(o.seconds, 3),

@@ -16,7 +16,7 @@ from optuna.trial import TrialState, create_trial
 
 from edit_search.cli import main
 from edit_search.cli._common import json_line
-from edit_search.cli._results import Outcome
+from edit_search.cli._results import Outcome, render_table_file
 from edit_search.optimizer import open_storage
 
 EDIT_SEARCH = str(Path(sys.executable).with_name("edit-search"))
@@ -59,6 +59,13 @@ def test_json_line_non_finite_floats_become_null() -> None:
 def test_outcome_non_finite_margin_prints_null_in_run_json() -> None:
     outcome = Outcome("a.png", 3, 8, 8, 0.9, math.nan, 4, 1.0, "not fixed", "", "s", None)
     assert _strict(json_line(outcome.to_dict()))["margin"] is None
+
+
+def test_results_csv_non_finite_margin_is_an_empty_cell() -> None:
+    outcome = Outcome("a.png", 3, 8, 8, 0.9, math.nan, 4, 1.0, "not fixed", "", "s", None)
+    rows = render_table_file([outcome], Path("t.csv")).splitlines()
+    header, row = rows[0].split(","), rows[1].split(",")
+    assert row[header.index("margin")] == ""
 
 
 def test_run_resume_worker_json_objects_have_one_shape(image_path: Path) -> None:
@@ -161,3 +168,12 @@ def test_debug_keeps_the_exit_code_and_adds_a_traceback(args: tuple[str, ...]) -
     debug = CliRunner().invoke(main, ["--debug", *args])
     assert plain.exit_code == debug.exit_code == 2
     assert "Traceback" in debug.stderr and "Traceback" not in plain.stderr
+
+
+def test_worker_image_already_right_gets_no_study_and_its_row_says_so(image_path: Path) -> None:
+    Path("digits").mkdir()
+    Path("digits/x_label8.png").write_bytes(image_path.read_bytes())  # the model says 8
+    result = _cli("worker", "--images", "digits", *FAST, "--format", "json")
+    record = _strict(result.stdout)
+    assert record["status"] == "already right" and record["study"] is None
+    assert optuna.get_all_study_summaries(open_storage(), False) == []
