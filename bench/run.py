@@ -39,6 +39,7 @@ from edit_search.data.checkpoint import load_model  # noqa: E402
 from edit_search.data.images import list_images, load_image  # noqa: E402
 from edit_search.objectives import margin, preserved  # noqa: E402
 from edit_search.optimizer import (  # noqa: E402
+    DEFAULT_PATIENCE,
     OBJECTIVE_NAMES,
     SETTINGS_KEY,
     EditContext,
@@ -112,9 +113,14 @@ def score_edit(
 
 
 def edit_search(
-    model: CountingModel, path: Path, need: float, folder: Path, sampler: str
+    model: CountingModel,
+    path: Path,
+    need: float,
+    folder: Path,
+    sampler: str,
+    trials: int = TRIALS,
 ) -> tuple[Edit, int]:
-    """One default study (tpe, warm start) or a plain random one, in a journal file."""
+    """One default study (tpe, warm start, patience) or a plain random one of ``trials``."""
     image = load_image(path, num_classes=model.num_classes)
     settings = settings_for(
         image,
@@ -128,7 +134,15 @@ def edit_search(
     storage = open_storage(str(folder / f"{sampler}.journal"))
     start, before = time.perf_counter(), model.images
     if sampler == "tpe":
-        result = run_study(storage, settings, model, image, n_trials=TRIALS, out_dir=folder)
+        result = run_study(
+            storage,
+            settings,
+            model,
+            image,
+            n_trials=trials,
+            out_dir=folder,
+            patience=DEFAULT_PATIENCE,
+        )
         exported = load_image(Path(result.export), label=image.label) if result.export else None
         pixels = None if exported is None else exported.pixels
         return Edit(pixels, model.images - before, time.perf_counter() - start), result.trials
@@ -143,7 +157,7 @@ def edit_search(
     study.set_metric_names(OBJECTIVE_NAMES)
     study.set_user_attr(SETTINGS_KEY, settings.to_dict())
     ctx = EditContext(model, image.pixels, image.label)
-    optimize(study, ctx, TRIALS, polish=False)
+    optimize(study, ctx, trials, polish=False)
     from edit_search.runs import export_trial, pick_trial
 
     try:
@@ -162,13 +176,15 @@ def compare(model: CountingModel, paths: list[Path], folder: Path) -> list[Row]:
         image = load_image(path, num_classes=model.num_classes)
         pixels, label = image.pixels, image.label
         edits: dict[tuple[str, float], Edit] = {}
+        budget = TRIALS
         for need in MARGINS:
-            edits["edit-search", need] = edit_search(model, path, need, folder, "tpe")[0]
+            edits["edit-search", need], budget = edit_search(model, path, need, folder, "tpe")
             edits["captum MinParam", need] = baselines.min_param_perturbation(
                 model, pixels, label, need, limit
             )
         hand = baselines.hand_recipe(model, pixels, label)
-        random = edit_search(model, path, MARGINS[-1], folder, "random")[0]
+        # Random search gets as many trials as the default study used at the last margin.
+        random = edit_search(model, path, MARGINS[-1], folder, "random", budget)[0]
         fool = baselines.foolbox_l0fmn(model, pixels, label, limit)
         greedy = baselines.greedy_l0(model, pixels, label, MARGINS, limit)
         for need in MARGINS:

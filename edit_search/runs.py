@@ -386,6 +386,7 @@ def run_study(
     study_name: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_study: Callable[[optuna.Study], None] | None = None,
+    patience: int | None = None,
 ) -> RunResult:
     """Create or resume the study of one image, run its trials, export the best edit.
 
@@ -403,6 +404,7 @@ def run_study(
         study_name: a name to use instead of the derived one.
         on_progress: called after every batch of trials.
         on_study: called once the study is open, before any trial runs.
+        patience: stop after this many trials without a better safe edit; None runs them all.
 
     Raises:
         StudyError: the study exists with other settings.
@@ -424,7 +426,7 @@ def run_study(
     record_target(study, n_trials)
     if on_study is not None:
         on_study(study)
-    optimize(study, ctx, n_trials, on_progress=on_progress)
+    optimize(study, ctx, n_trials, patience=patience, on_progress=on_progress)
 
     trial = pick_trial(study)
     png_path = export_trial(study, trial, ctx, out_dir or export_dir(study.study_name))

@@ -36,7 +36,7 @@ from edit_search.data.checkpoint import load_model, resolve_device
 from edit_search.data.images import LoadedImage, list_images, load_image, write_atomic
 from edit_search.data.model import Classifier, Transform
 from edit_search.errors import EXIT_INTERRUPTED, EditSearchError
-from edit_search.optimizer import SAMPLERS, open_storage
+from edit_search.optimizer import DEFAULT_PATIENCE, SAMPLERS, open_storage
 from edit_search.optimizer import Progress as TrialProgress
 from edit_search.runs import RunResult, run_study, settings_for, trial_counts
 from edit_search.search_spaces import SearchSpace
@@ -97,6 +97,13 @@ def _unit_interval(ctx: click.Context, param: click.Parameter, value: float) -> 
     help="Comma-separated attribution methods to search [default: all].",
 )
 @click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    default=DEFAULT_PATIENCE,
+    show_default=True,
+    help="Stop a study early after this many trials without a better safe edit.",
+)
+@click.option(
     "--max-regions",
     type=click.IntRange(0, 4),
     default=2,
@@ -149,6 +156,7 @@ def run(
     trials: int,
     sampler: str,
     methods: str,
+    patience: int,
     max_regions: int,
     storage: str | None,
     study_name: str | None,
@@ -251,6 +259,7 @@ def run(
                         study_name=study_name,
                         on_progress=show,
                         on_study=remember,
+                        patience=patience,
                     )
                     _note(result)
                     outcomes.append(Outcome.from_result(result, time.perf_counter() - started))

@@ -4,7 +4,7 @@ This is the only part of the package that talks to Optuna's storage.
 """
 
 from edit_search.optimizer._context import EditContext, Scores
-from edit_search.optimizer._loop import RECIPE_KEY, Progress, choose, optimize
+from edit_search.optimizer._loop import DEFAULT_PATIENCE, RECIPE_KEY, Progress, choose, optimize
 from edit_search.optimizer._recovery import (
     fail_stale_trials,
     record_target,
@@ -25,6 +25,7 @@ from edit_search.optimizer._study import (
 )
 
 __all__ = [
+    "DEFAULT_PATIENCE",
     "DEFAULT_STORAGE",
     "HAND_RECIPES",
     "OBJECTIVE_NAMES",
