@@ -135,6 +135,9 @@ def check_edit(
     )
 
 
+PANEL_SUFFIX = "_panel"
+
+
 def verify_folder(
     model: Classifier, edited_dir: Path, originals_dir: Path, min_preserve: float = 0.6
 ) -> Report:
@@ -155,6 +158,13 @@ def verify_folder(
     edited = list_images(edited_dir)
     originals = list_images(originals_dir)
 
+    # The picture panels edit-search exports beside each edit are not edits.
+    stems = {o.stem for o in originals}
+    edited = [
+        e
+        for e in edited
+        if not (e.stem.endswith(PANEL_SUFFIX) and e.stem.removesuffix(PANEL_SUFFIX) in stems)
+    ]
     pairs = match_originals(edited, originals)
     unmatched = tuple(e.name for e, o in pairs.items() if o is None)
     if len(unmatched) == len(edited):

@@ -23,6 +23,9 @@ def test_verify_our_exported_edits_pass_and_bad_edits_fail_with_reason(
     passed = _invoke("verify", "edits", "--originals", str(originals))
     assert passed.exit_code == 0, passed.output
     assert passed.stdout.splitlines()[-1] == "2 passed, 0 failed"
+    # The exported picture panels beside the edits are neither graded nor noted.
+    assert Path("edits/2_label3_panel.png").exists()
+    assert "skipped" not in passed.stderr
 
     # One edit with too few preserved pixels, one the model still gets wrong.
     edit = load_image("edits/2_label3.png", label=3).pixels.clone()
