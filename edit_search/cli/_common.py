@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from edit_search.attribution import METHODS
 from edit_search.data.model import Transform
 from edit_search.errors import EXIT_INTERRUPTED, EditSearchError
 from edit_search.runs import is_safe_study_name
@@ -229,6 +230,27 @@ def _transform(ctx: click.Context, param: click.Parameter, value: str | None) ->
             f"MEAN and STD must be finite numbers with STD > 0; received {value!r}."
         )
     return Transform(mean=mean, std=std)
+
+
+def _methods(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    chosen = tuple(m.strip() for m in value.split(",") if m.strip())
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown or not chosen:
+        raise click.BadParameter(
+            f"unknown method(s) {', '.join(unknown) or '(none)'}; "
+            f"choose from {', '.join(METHODS)}."
+        )
+    return chosen
+
+
+def methods_option(purpose: str) -> Callable[[F], F]:
+    """``--methods a,b,c``: attribution methods, checked and split into a tuple."""
+    return click.option(
+        "--methods",
+        default=",".join(METHODS),
+        callback=_methods,
+        help=f"Comma-separated attribution methods to {purpose} [default: all].",
+    )
 
 
 def model_options(fn: F) -> F:

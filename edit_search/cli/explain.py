@@ -7,8 +7,13 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from edit_search.attribution import METHODS
-from edit_search.cli._common import check_out_file, err, handle_errors, model_options
+from edit_search.cli._common import (
+    check_out_file,
+    err,
+    handle_errors,
+    methods_option,
+    model_options,
+)
 from edit_search.data.checkpoint import load_model
 from edit_search.data.images import load_image
 from edit_search.data.model import Transform
@@ -30,11 +35,7 @@ DEFAULT_DIR = Path("runs") / "explain"
 )
 @click.option("--label", type=int, default=None, help="The true class, when the name has none.")
 @model_options
-@click.option(
-    "--methods",
-    default=",".join(METHODS),
-    help="Comma-separated attribution methods to draw [default: all].",
-)
+@methods_option("draw")
 @click.option("--invert", is_flag=True, help="The image is a dark digit on a light background.")
 @handle_errors
 def explain(
@@ -45,7 +46,7 @@ def explain(
     arch: str | None,
     transform: Transform | None,
     trust_checkpoint: bool,
-    methods: str,
+    methods: tuple[str, ...],
     invert: bool,
 ) -> None:
     """Draw every attribution map of IMAGE for its true and its predicted class.
@@ -53,14 +54,7 @@ def explain(
     One row per class, one column per method, a colour scale shared by the row, and the
     predicted probabilities. Prints the picture's path.
     """
-    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
-    unknown = [m for m in chosen if m not in METHODS]
-    if unknown or not chosen:
-        raise click.BadParameter(
-            f"unknown method(s) {', '.join(unknown) or '(none)'}; "
-            f"choose from {', '.join(METHODS)}.",
-            param_hint="--methods",
-        )
+    chosen = methods
     check_out_file(out_path, "--out")
 
     model = load_model(

@@ -13,13 +13,13 @@ import torch
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from edit_search.attribution import METHODS
 from edit_search.cli._common import (
     check_out_dir,
     check_out_file,
     err,
     handle_errors,
     margin_value,
+    methods_option,
     model_options,
     storage_option,
     study_name_value,
@@ -90,12 +90,7 @@ def _unit_interval(ctx: click.Context, param: click.Parameter, value: float) -> 
     help="Trials to add to each study; each trial scores a whole sweep of edits.",
 )
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True)
-@click.option(
-    "--methods",
-    default=",".join(METHODS),
-    show_default=False,
-    help="Comma-separated attribution methods to search [default: all].",
-)
+@methods_option("search")
 @click.option(
     "--patience",
     type=click.IntRange(min=1),
@@ -155,7 +150,7 @@ def run(
     min_margin: float,
     trials: int,
     sampler: str,
-    methods: str,
+    methods: tuple[str, ...],
     patience: int,
     max_regions: int,
     storage: str | None,
@@ -176,14 +171,7 @@ def run(
     paths = list(images) + list(extra) + (list_images(folder) if folder else [])
     if not paths:
         raise click.UsageError("give an image (--image PATH) or a folder (--images DIR).")
-    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
-    unknown = [m for m in chosen if m not in METHODS]
-    if unknown or not chosen:
-        raise click.BadParameter(
-            f"unknown method(s) {', '.join(unknown) or '(none)'}; "
-            f"choose from {', '.join(METHODS)}.",
-            param_hint="--methods",
-        )
+    chosen = methods
     if study_name and len(paths) > 1:
         raise click.UsageError("--study names one study; use it with a single image.")
     check_out_file(table_path, "--table", TABLE_SUFFIXES, "CSV (.csv) or Markdown (.md)")

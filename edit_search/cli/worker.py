@@ -8,8 +8,13 @@ from pathlib import Path
 import click
 from optuna.storages import BaseStorage
 
-from edit_search.attribution import METHODS
-from edit_search.cli._common import err, handle_errors, margin_value, storage_option
+from edit_search.cli._common import (
+    err,
+    handle_errors,
+    margin_value,
+    methods_option,
+    storage_option,
+)
 from edit_search.cli._results import NO_FEASIBLE, Outcome, print_results
 from edit_search.data.checkpoint import load_model, resolve_device
 from edit_search.data.images import list_images, load_image
@@ -64,7 +69,7 @@ from edit_search.search_spaces import SearchSpace
     help="Safety margin of the best edit (logits, >= 0).",
 )
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True)
-@click.option("--methods", default=",".join(METHODS), help="Attribution methods [default: all].")
+@methods_option("search")
 @click.option("--max-regions", type=click.IntRange(0, 4), default=2, show_default=True)
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None)
 @click.option("--arch", default=None, metavar="MODULE:CLASS")
@@ -110,7 +115,7 @@ def worker(
     min_preserve: float,
     min_margin: float,
     sampler: str,
-    methods: str,
+    methods: tuple[str, ...],
     max_regions: int,
     model_path: Path | None,
     arch: str | None,
@@ -128,14 +133,7 @@ def worker(
     PostgreSQL --storage). Each takes studies that still need trials and no other worker is
     running; when every study holds --trials COMPLETE trials, each prints the results table.
     """
-    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
-    unknown = [m for m in chosen if m not in METHODS]
-    if unknown or not chosen:
-        raise click.BadParameter(
-            f"unknown method(s) {', '.join(unknown) or '(none)'}; "
-            f"choose from {', '.join(METHODS)}.",
-            param_hint="--methods",
-        )
+    chosen = methods
     paths = list_images(folder)
     model = load_model(model_path, device=resolve_device(device), arch=arch)
     space = SearchSpace(methods=chosen, max_regions=max_regions)
