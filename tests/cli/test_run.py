@@ -113,8 +113,9 @@ def test_run_missing_label_exits_2_with_one_line(tmp_path: Path, image_path: Pat
 
 
 def test_run_patience_stops_the_study_before_its_trial_budget(image_path: Path) -> None:
-    result = _run("--image", str(image_path), "--trials", "48", "--patience", "2",
-                  "--format", "json")
+    result = _run(
+        "--image", str(image_path), "--trials", "48", "--patience", "2", "--format", "json"
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout.strip().splitlines()[-1])
     assert record["status"] == "fixed"
