@@ -68,7 +68,8 @@ def is_safe_study_name(name: str) -> bool:
 def safe_file_name(name: str) -> str:
     """``name`` when it is a plain file name, else a plain name made from it plus a hash, so a
     name read from a shared storage never steers a write outside the chosen folder."""
-    if is_safe_study_name(name) and _UNSAFE.search(name) is None:
+    if is_safe_study_name(name) and name not in (".", ".."):
+        # Spaces and non-ASCII letters are kept: `verify` matches edits to originals by name.
         return name
     cleaned = _UNSAFE.sub("_", name).lstrip(".")[:100] or "study"
     return f"{cleaned}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"

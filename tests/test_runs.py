@@ -308,8 +308,9 @@ def test_safe_file_name_unsafe_study_name_stays_one_plain_folder(name: str) -> N
     assert safe_file_name(name) != safe_file_name(name + "!")
 
 
-def test_safe_file_name_plain_name_unchanged() -> None:
-    assert safe_file_name("2_label3-bc229c0075") == "2_label3-bc229c0075"
+@pytest.mark.parametrize("name", ["2_label3-bc229c0075", "sp ace_label3", "ü_label3"])
+def test_safe_file_name_plain_name_unchanged(name: str) -> None:
+    assert safe_file_name(name) == name
 
 
 def test_run_study_unsafe_name_from_storage_exports_inside_runs(

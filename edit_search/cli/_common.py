@@ -233,7 +233,8 @@ def _transform(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 
 def _methods(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
-    chosen = tuple(m.strip() for m in value.split(",") if m.strip())
+    # Order kept, repeats dropped: the same methods are the same search space and study.
+    chosen = tuple(dict.fromkeys(m.strip() for m in value.split(",") if m.strip()))
     unknown = [m for m in chosen if m not in METHODS]
     if unknown or not chosen:
         raise click.BadParameter(

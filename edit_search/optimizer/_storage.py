@@ -92,10 +92,12 @@ def open_storage(
                 f"{head[:12]!r}); pass another --storage, or move the file away to start afresh."
             )
         _drop_torn_tail(path, lock)
+        _check_last_record(path)
     backend = _JournalFile(str(path), lock_obj=lock)
     try:
         return JournalStorage(backend)
-    except (ValueError, KeyError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
+    # json.JSONDecodeError is a ValueError; Optuna asserts on an unknown op_code.
+    except (ValueError, KeyError, TypeError, AssertionError) as exc:
         raise InputError(
             f"storage {str(path)!r} is not an Optuna journal file ({type(exc).__name__}: "
             f"{str(exc)[:120]}); pass another --storage, or move the file away to start afresh."
@@ -192,6 +194,26 @@ def _drop_torn_tail(path: Path, lock: JournalFileOpenLock) -> None:
             )
     finally:
         lock.release()
+
+
+def _check_last_record(path: Path) -> None:
+    """Refuse a journal whose last complete line is not a record.
+
+    Optuna skips an unreadable last line when reading, but the next write lands after it and
+    leaves it in the middle of the file, where it makes every study unreadable.
+    """
+    with open(path, "rb") as handle:
+        handle.seek(max(0, path.stat().st_size - (1 << 16)))
+        last = handle.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    try:
+        record = json.loads(last)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or "op_code" not in record:
+        raise InputError(
+            f"the last line of journal {str(path)!r} is not a journal record "
+            f"({last[:40]!r}); remove that line, or pass another --storage."
+        )
 
 
 def _shown(url: str) -> str:

@@ -120,3 +120,14 @@ def test_run_patience_stops_the_study_before_its_trial_budget(image_path: Path) 
     record = json.loads(result.stdout.strip().splitlines()[-1])
     assert record["status"] == "fixed"
     assert record["trials"] < 48
+
+
+def test_run_repeated_methods_are_the_same_study(image_path: Path) -> None:
+    names = set()
+    for methods in ("saliency", "saliency,saliency", " saliency ,"):
+        out = _run(
+            "--image", str(image_path), "--trials", "2", "--methods", methods, "--format", "json"
+        )
+        assert out.exit_code == 0, out.output
+        names.add(json.loads(out.stdout.strip().splitlines()[-1])["study"])
+    assert len(names) == 1

@@ -82,3 +82,20 @@ def test_verify_min_preserve_out_of_range_is_a_usage_error(challenge_dir: Path) 
     )
     assert result.exit_code == 2
     assert "must be between 0 and 1; received 60.0" in result.stderr
+
+
+def test_verify_edits_of_names_with_spaces_and_accents_keep_their_names(
+    challenge_dir: Path, tmp_path: Path
+) -> None:
+    originals = tmp_path / "odd names"
+    originals.mkdir()
+    for name in ("sp ace_label3.png", "ü_label3.png"):
+        (originals / name).write_bytes((challenge_dir / "2_label3.png").read_bytes())
+    ran = _invoke("run", "--images", str(originals), "--trials", "4", "-o", "edits")
+    assert ran.exit_code == 0, ran.output
+    assert sorted(p.name for p in Path("edits").glob("*_label3.png")) == [
+        "sp ace_label3.png",
+        "ü_label3.png",
+    ]
+    graded = _invoke("verify", "edits", "--originals", str(originals))
+    assert graded.stdout.splitlines()[-1] == "2 passed, 0 failed"

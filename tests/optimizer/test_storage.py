@@ -234,3 +234,21 @@ def test_journal_sync_at_exit_after_a_change_of_folder_creates_no_file(
 def test_open_storage_new_journal_can_be_opened_for_reading_at_once() -> None:
     open_storage("fresh/studies.journal")
     assert all_study_names(open_storage("fresh/studies.journal", create=False)) == []
+
+
+@pytest.mark.parametrize("tail", ['not json at all\n', '{"op_code": 99}\n'])
+def test_open_storage_journal_with_a_bad_last_record_is_refused_unchanged(
+    tmp_path, tail: str
+) -> None:
+    import optuna
+
+    from edit_search.errors import InputError
+    from edit_search.optimizer import open_storage
+
+    path = tmp_path / "studies.journal"
+    optuna.create_study(study_name="s", storage=open_storage(str(path)))
+    path.write_bytes(path.read_bytes() + tail.encode())
+    before = path.read_bytes()
+    with pytest.raises(InputError, match="journal"):
+        open_storage(str(path))
+    assert path.read_bytes() == before
