@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.engine
+import sqlalchemy.event
 import sqlalchemy.exc
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
@@ -216,6 +218,25 @@ def _check_last_record(path: Path) -> None:
         )
 
 
+def _serialize_sqlite_transactions(engine: sqlalchemy.engine.Engine) -> None:
+    """Make every SQLite transaction take the write lock when it begins.
+
+    SQLite ignores SELECT ... FOR UPDATE, so two processes could both read a WAITING trial
+    (an enqueued recipe) and both run it; with BEGIN IMMEDIATE the second waits and then
+    sees it RUNNING.
+    """
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _manual_transactions(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None  # let the "begin" hook below start them
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _begin_immediate(connection: sqlalchemy.engine.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made before the hooks are replaced by hooked ones
+
+
 def _shown(url: str) -> str:
     """A storage URL as messages show it: any password replaced by ***."""
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
@@ -284,7 +305,7 @@ def _open_rdb(
     try:
         for attempt in range(_SCHEMA_ATTEMPTS):
             try:
-                return RDBStorage(
+                storage = RDBStorage(
                     url,
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=heartbeat_interval,
@@ -293,6 +314,9 @@ def _open_rdb(
                         max_retry=1
                     ),
                 )
+                if scheme == "sqlite":
+                    _serialize_sqlite_transactions(storage.engine)
+                return storage
             except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as exc:
                 # Processes that open a new SQLite file (or a new PostgreSQL database) at once
                 # race to create its tables and version row; the losers find them made on the
