@@ -232,6 +232,24 @@ def _transform(ctx: click.Context, param: click.Parameter, value: str | None) ->
     return Transform(mean=mean, std=std)
 
 
+def _unit_interval(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise click.BadParameter(f"must be between 0 and 1; received {value}.")
+    return value
+
+
+def min_preserve_option(fn: F) -> F:
+    """``--min-preserve``: the least share of pixels an edit must keep, in [0, 1]."""
+    return click.option(
+        "--min-preserve",
+        type=float,
+        default=0.6,
+        show_default=True,
+        callback=_unit_interval,
+        help="Least share of pixels an edit must keep unchanged.",
+    )(fn)
+
+
 def _methods(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
     # Order kept, repeats dropped: the same methods are the same search space and study.
     chosen = tuple(dict.fromkeys(m.strip() for m in value.split(",") if m.strip()))

@@ -20,6 +20,7 @@ from edit_search.cli._common import (
     handle_errors,
     margin_value,
     methods_option,
+    min_preserve_option,
     model_options,
     storage_option,
     study_name_value,
@@ -42,12 +43,6 @@ from edit_search.runs import RunResult, run_study, settings_for, trial_counts
 from edit_search.search_spaces import SearchSpace
 
 
-def _unit_interval(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    if not 0.0 <= value <= 1.0:
-        raise click.BadParameter(f"must be between 0 and 1; received {value}.")
-    return value
-
-
 @click.command()
 @click.argument("images", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
@@ -65,14 +60,7 @@ def _unit_interval(ctx: click.Context, param: click.Parameter, value: float) -> 
 )
 @click.option("--label", type=int, default=None, help="The true class, when the name has none.")
 @model_options
-@click.option(
-    "--min-preserve",
-    type=float,
-    default=0.6,
-    show_default=True,
-    callback=_unit_interval,
-    help="Least share of pixels an edit must keep unchanged.",
-)
+@min_preserve_option
 @click.option(
     "--min-margin",
     type=float,

@@ -9,19 +9,19 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from edit_search.cli._common import err, handle_errors, model_options, print_table
+from edit_search.cli._common import (
+    err,
+    handle_errors,
+    min_preserve_option,
+    model_options,
+    print_table,
+)
 from edit_search.data.checkpoint import load_model
 from edit_search.data.model import Transform
 from edit_search.verify import Report, verify_folder
 
 #: Exit code when at least one edit fails.
 EXIT_FAILED = 1
-
-
-def _unit_interval(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    if not 0.0 <= value <= 1.0:
-        raise click.BadParameter(f"must be between 0 and 1; received {value}.")
-    return value
 
 
 @click.command()
@@ -33,14 +33,7 @@ def _unit_interval(ctx: click.Context, param: click.Parameter, value: float) -> 
     type=click.Path(path_type=Path),
     help="Folder of the unedited digits, named with their labels like 2_label3.png.",
 )
-@click.option(
-    "--min-preserve",
-    type=float,
-    default=0.6,
-    show_default=True,
-    callback=_unit_interval,
-    help="Least share of pixels an edit must keep unchanged.",
-)
+@min_preserve_option
 @model_options
 @handle_errors
 def verify(

@@ -13,6 +13,7 @@ from edit_search.cli._common import (
     handle_errors,
     margin_value,
     methods_option,
+    min_preserve_option,
     storage_option,
 )
 from edit_search.cli._results import NO_FEASIBLE, Outcome, print_results
@@ -59,7 +60,7 @@ from edit_search.search_spaces import SearchSpace
     show_default=True,
     help="Trials a worker takes from a study at a time.",
 )
-@click.option("--min-preserve", type=click.FloatRange(0.0, 1.0), default=0.6, show_default=True)
+@min_preserve_option
 @click.option(
     "--min-margin",
     type=float,
